@@ -1,0 +1,123 @@
+"""The broker: composition root that wires config, storage, logs, writer and listeners.
+
+OWNS: start-up and shutdown order, the broker's identity (node id, advertised address, cluster
+id), topic auto-creation, and the per-partition wake-ups Fetch long-polls on.
+MUST NOT KNOW: how any single API is encoded (handlers), storage key layout (log).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from kvstream.config import BrokerConfig, Listener, topic_config_defaults
+from kvstream.handlers import registry
+from kvstream.log.manager import LogManager, TopicExists
+from kvstream.log.metadata import TopicImage
+from kvstream.log.partition import PartitionLog
+from kvstream.log.writer import GroupCommitWriter
+from kvstream.storage.base import KVStore
+from kvstream.storage.open import open_store
+
+log = logging.getLogger(__name__)
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, store: KVStore) -> None:
+        registry.load_all()
+        self.config = config
+        self.store = store
+        self.logs = LogManager.open(store)
+        self.writer = GroupCommitWriter(store)
+        self.node_id = config.node_id
+        self.served = registry.served_versions()
+        self.advertised: Listener = config.advertised_listeners[0]
+        self.topic_defaults = topic_config_defaults(config)
+
+    @property
+    def cluster_id(self) -> str:
+        return self.logs.cluster_id
+
+    # -- topics --------------------------------------------------------------------------------
+
+    async def create_topic(
+        self, name: str, partitions: int, configs: dict[str, str] | None = None
+    ) -> TopicImage:
+        op = self.writer.submit(self.logs.create_topic_op(name, partitions, dict(configs or {})))
+        return await op.wait()
+
+    async def get_or_create_topic(self, name: str, auto_create: bool) -> TopicImage | None:
+        topic = self.logs.topic(name)
+        if topic is not None or not auto_create or not self.config.auto_create_topics_enable:
+            return topic
+        try:
+            return await self.create_topic(name, self.config.num_partitions)
+        except TopicExists:
+            return self.logs.topic(name)
+
+    def topic_config(self, topic: TopicImage, name: str) -> str | None:
+        if name in topic.configs:
+            return topic.configs[name]
+        return self.topic_defaults.get(name)
+
+    # -- waiting for data ----------------------------------------------------------------------
+
+    async def wait_for_appends(self, logs: Sequence[PartitionLog], timeout_s: float) -> None:
+        """Return when any of `logs` commits an append, or after `timeout_s`."""
+        if timeout_s <= 0 or not logs:
+            return
+        event = trio.Event()
+        for p in logs:
+            p.listeners.add(event.set)
+        try:
+            with trio.move_on_after(timeout_s):
+                await event.wait()
+        finally:
+            for p in logs:
+                p.listeners.discard(event.set)
+
+    # -- serving -------------------------------------------------------------------------------
+
+    async def serve(
+        self, task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        from kvstream.server.listener import serve_listeners
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.writer.run)
+            bound = await nursery.start(serve_listeners, self, self.config.listeners)
+            if self.advertised.port == 0 and bound:
+                self.advertised = Listener(self.advertised.name, bound[0][0], bound[0][1])
+            task_status.started(bound)
+
+
+def open_broker(config: BrokerConfig) -> Broker:
+    data_dir = Path(config.log_dir)
+    engine = config.storage_engine
+    if engine != "memory":
+        data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(
+        None if engine == "memory" else data_dir, engine, map_size=config.storage_map_size
+    )
+    return Broker(config, store)
+
+
+async def run_broker(config: BrokerConfig) -> None:
+    broker = open_broker(config)
+    try:
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(broker.serve)
+            for host, port in bound:
+                log.info("kvstream listening on %s:%d (pid %d)", host, port, os.getpid())
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("received signal %d: shutting down", signum)
+                    nursery.cancel_scope.cancel()
+                    break
+    finally:
+        broker.store.close()

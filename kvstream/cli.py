@@ -1,0 +1,76 @@
+"""Command line: `kvstream serve [server.properties] [--override key=value ...]`.
+
+OWNS: argument parsing, logging set-up, and turning configuration errors into one clear line
+and exit status 2.
+MUST NOT KNOW: anything the broker does after start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from kvstream import __version__
+from kvstream.config import ConfigError, load_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kvstream", description="Kafka-compatible broker")
+    parser.add_argument("--version", action="version", version=f"kvstream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the broker")
+    serve.add_argument("config", nargs="?", help="server.properties file (Kafka's format)")
+    serve.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a config key, after the file (repeatable)",
+    )
+    serve.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config, args.override)
+    except ConfigError as exc:
+        print(f"kvstream: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    from kvstream.broker import run_broker
+    from kvstream.log.manager import StoreFormatError
+    from kvstream.storage.base import StorageError
+
+    fatal = (StoreFormatError, StorageError, OSError)
+    try:
+        trio.run(run_broker, config)
+    except fatal as exc:
+        print(f"kvstream: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:
+        matched, _rest = group.split(fatal)
+        if matched is None:
+            raise
+        first = _leaf(matched)
+        print(f"kvstream: cannot start: {first}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Produce (API key 0), versions 3-12 served; 0-2 advertised and refused.
+
+Behaviour: each partition's records are split into batches, checked (magic 2, CRC32C, record
+framing, decompressed size bound, batch size <= the topic's max.message.bytes) and handed to the
+group-commit writer; the response is sent only after the commit holding them returned. acks=0
+gets no response at all. Idempotent batches follow Kafka's sequence rules (a retried duplicate
+gets its original offset). Every failure maps to a specific Kafka error code, never
+UNKNOWN_SERVER_ERROR. message.timestamp.type=LogAppendTime stamps the batch (CRC recomputed).
+Version notes: v0-2 are advertised because librdkafka before 2.11.1 stops compressing unless
+Produce v2 is listed; a request in them closes the connection (kio cannot decode them).
+Not implemented: transactional batches (INVALID_TXN_STATE until transactions exist), v13
+(topic ids in Produce).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Awaitable
+from typing import Any
+
+import trio
+from kio.schema.errors import ErrorCode
+
+from kvstream.handlers._common import NO_THROTTLE, error_for
+from kvstream.handlers.registry import RequestContext, handles
+from kvstream.log.partition import StagedAppend
+from kvstream.log.writer import Operation
+from kvstream.protocol import records
+
+MAX_UNCOMPRESSED = 64 * 1024 * 1024
+
+
+def _check(data: bytes | None, max_message_bytes: int) -> list[bytearray]:
+    """Split and verify one partition's records; raise with the Kafka reason."""
+    if not data:
+        raise records.InvalidRecordBatch("no record batches")
+    view = memoryview(data)
+    out: list[bytearray] = []
+    for batch in records.split_batches(view):
+        header = records.parse_header(batch)
+        if header.size > max_message_bytes:
+            raise _TooLarge(f"batch of {header.size} bytes > max.message.bytes {max_message_bytes}")
+        if header.is_transactional or header.is_control:
+            raise _TxnState("transactional and control batches need transactions (not yet)")
+        if not records.verify_crc(batch):
+            raise records.InvalidCrc("record batch CRC mismatch")
+        records.validate_batch(batch, MAX_UNCOMPRESSED)
+        out.append(bytearray(batch))
+    return out
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _TxnState(Exception):
+    pass
+
+
+def _as_datetime(ms: int) -> datetime.datetime | None:
+    """kio encodes log_append_time from an aware datetime; -1 (none) is None."""
+    if ms < 0:
+        return None
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+
+
+def _code(exc: BaseException) -> ErrorCode:
+    if isinstance(exc, _TooLarge):
+        return ErrorCode.message_too_large
+    if isinstance(exc, _TxnState):
+        return ErrorCode.invalid_txn_state
+    return error_for(exc)
+
+
+@handles(0, versions=(3, 12))
+def produce(ctx: RequestContext, req: Any) -> Awaitable[Any]:
+    """Validate and submit synchronously, in request order; wait for the commit afterwards.
+
+    A plain function, not a coroutine: the connection calls it as it reads each request, so
+    pipelined produces from one producer reach the writer in the order they were sent (trio
+    does not promise FIFO task scheduling, and idempotent sequences depend on the order).
+    """
+    broker = ctx.broker
+    logs = broker.logs
+    acks = int(req.acks)
+    # (topic name, partition, op or None, error code, message)
+    results: list[tuple[str, int, Operation[StagedAppend] | None, ErrorCode, str | None]] = []
+    for topic_data in req.topic_data:
+        name = topic_data.name
+        topic = logs.topic(name)
+        for pdata in topic_data.partition_data:
+            index = int(pdata.index)
+            if acks not in (-1, 0, 1):
+                results.append((name, index, None, ErrorCode.invalid_required_acks, None))
+                continue
+            plog = logs.partition(topic, index) if topic is not None else None
+            if topic is None or plog is None:
+                results.append((name, index, None, ErrorCode.unknown_topic_or_partition, None))
+                continue
+            max_bytes = int(broker.topic_config(topic, "max.message.bytes") or 1048588)
+            try:
+                batches = _check(pdata.records, max_bytes)
+            except (records.InvalidRecordBatch, _TooLarge, _TxnState) as exc:
+                results.append((name, index, None, _code(exc), str(exc)))
+                continue
+            append_time = broker.topic_config(topic, "message.timestamp.type") == "LogAppendTime"
+            op = broker.writer.submit(logs.append_op(plog, batches, log_append_time=append_time))
+            results.append((name, index, op, ErrorCode.none, None))
+    return _respond(ctx, acks, results)
+
+
+async def _respond(
+    ctx: RequestContext,
+    acks: int,
+    results: list[tuple[str, int, Operation[StagedAppend] | None, ErrorCode, str | None]],
+) -> Any:
+    if acks == 0:
+        return None
+    logs = ctx.broker.logs
+    by_topic: dict[str, list[Any]] = {}
+    for name, index, op, code, message in results:
+        base_offset, append_time, log_start = -1, -1, -1
+        if op is not None:
+            try:
+                appended = await op.wait()
+                base_offset, append_time = appended.base_offset, appended.log_append_time
+                topic = logs.topic(name)
+                plog = logs.partition(topic, index) if topic is not None else None
+                log_start = plog.log_start_offset if plog is not None else -1
+            except trio.Cancelled:
+                raise
+            except Exception as exc:
+                code, message = _code(exc), str(exc)
+        by_topic.setdefault(name, []).append(
+            ctx.response(
+                "PartitionProduceResponse",
+                index=index,
+                error_code=code,
+                base_offset=base_offset,
+                log_append_time=_as_datetime(append_time),
+                log_start_offset=log_start,
+                record_errors=(),
+                error_message=message,
+            )
+        )
+    return ctx.response(
+        "ProduceResponse",
+        responses=tuple(
+            ctx.response("TopicProduceResponse", name=name, partition_responses=tuple(parts))
+            for name, parts in by_topic.items()
+        ),
+        throttle_time=NO_THROTTLE,
+    )

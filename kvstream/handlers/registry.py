@@ -1,0 +1,104 @@
+"""The handler registry: each API module declares its key and version range once, here.
+
+OWNS: `@handles`, the table ApiVersions is computed from, and `RequestContext`.
+MUST NOT KNOW: sockets, storage keys.
+
+A handler is `handler(ctx, request) -> Awaitable[response | None]`; None means "send nothing"
+(Produce with acks=0). Usually an `async def`; a plain function that returns an awaitable runs
+its synchronous part as the request is read, in request order (Produce relies on that).
+Response classes come from `ctx.response(...)`, which picks the kio class of the request's
+version, so one handler body serves every version.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from kio.index import load_payload_module
+from kio.static.constants import EntityType
+
+from kvstream.protocol.codec import RequestHeader, build
+
+if TYPE_CHECKING:
+    from kvstream.broker import Broker
+
+Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    api_key: int
+    min_version: int
+    max_version: int
+    handler: Handler
+    name: str
+
+
+HANDLERS: dict[int, HandlerSpec] = {}
+
+# Versions we advertise but cannot decode (kio has no schema): requests in them are refused.
+# Produce v0-2 must be advertised: librdkafka before 2.11.1 stops compressing without v2.
+ADVERTISED_ONLY: dict[int, int] = {0: 0}
+
+
+def handles(api_key: int, versions: tuple[int, int]) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        if api_key in HANDLERS:
+            raise RuntimeError(f"API key {api_key} registered twice")
+        HANDLERS[api_key] = HandlerSpec(api_key, versions[0], versions[1], fn, fn.__name__)
+        return fn
+
+    return register
+
+
+def load_all() -> None:
+    """Import every handler module so their decorators run."""
+    import kvstream.handlers as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "registry" and not info.name.startswith("_"):
+            importlib.import_module(f"kvstream.handlers.{info.name}")
+
+
+def served_versions() -> dict[int, tuple[int, int]]:
+    """API key -> (min, max) decodable versions."""
+    return {k: (s.min_version, s.max_version) for k, s in HANDLERS.items()}
+
+
+def advertised_versions() -> list[tuple[int, int, int]]:
+    """(api key, min, max) as ApiVersions advertises them."""
+    return sorted(
+        (k, min(s.min_version, ADVERTISED_ONLY.get(k, s.min_version)), s.max_version)
+        for k, s in HANDLERS.items()
+    )
+
+
+@cache
+def _response_module(api_key: int, version: int) -> ModuleType:
+    return load_payload_module(api_key, version, EntityType.response)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    broker: Broker
+    header: RequestHeader
+    client_host: str
+
+    @property
+    def version(self) -> int:
+        return self.header.api_version
+
+    def response(self, class_name: str, **values: Any) -> Any:
+        """Build `class_name` from this request's response module, dropping unknown fields."""
+        cls = getattr(_response_module(self.header.api_key, self.version), class_name)
+        return build(cls, **values)
+
+    def response_class(self, class_name: str) -> type[Any]:
+        cls: type[Any] = getattr(_response_module(self.header.api_key, self.version), class_name)
+        return cls

@@ -1,0 +1,100 @@
+"""The storage key schema (format version 1): every key the broker writes, built in one place.
+
+OWNS: byte layouts of keys and of the small fixed-width values beside them.
+MUST NOT KNOW: how keys are stored (any ordered KV backend), trio, sockets.
+
+All integers are big-endian and fixed width, so byte order is numeric order. Data keys carry
+the topic id (a UUID's 16 bytes), never the name, so a deleted and recreated topic never
+collides with its old data.
+
+| prefix | key (tid = topic id, 16 bytes; p = partition, be32) | value                         |
+|--------|------------------------------------------------------|-------------------------------|
+| 0x00   | 0x00 "format"                                        | format version, be32          |
+| 0x00   | 0x00 "cluster_id"                                    | cluster id, utf-8             |
+| 0x00   | 0x00 "next_producer_id"                              | next producer id, be64        |
+| 0x01   | 0x01 offset be64                                     | metadata record (JSON)        |
+| 0x02   | 0x02 tid p base_offset be64                          | record batch v2, as stored    |
+| 0x03   | 0x03 tid p base_offset be64                          | batch index entry (INDEX)     |
+| 0x04   | 0x04 tid p                                           | partition state               |
+| 0x05   | 0x05 tid p producer_id be64                          | producer state                |
+| 0x06   | 0x06 tid p epoch be32                                | epoch start offset, be64      |
+
+INDEX value: last_offset q, max_timestamp q, size i, producer_id q, producer_epoch h,
+base_sequence i, records_count i, attributes h (struct ">qqiqhiih").
+PARTITION_STATE value: log_start_offset q, log_end_offset q (struct ">qq"); on a single node the
+high watermark equals the log end offset, which only moves after the commit holding it.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from typing import Final
+
+FORMAT_VERSION: Final = 1
+
+META: Final = b"\x00"
+METADATA_LOG: Final = b"\x01"
+BATCH: Final = b"\x02"
+INDEX: Final = b"\x03"
+PARTITION: Final = b"\x04"
+PRODUCER: Final = b"\x05"
+EPOCH: Final = b"\x06"
+
+FORMAT_KEY: Final = META + b"format"
+CLUSTER_ID_KEY: Final = META + b"cluster_id"
+NEXT_PRODUCER_ID_KEY: Final = META + b"next_producer_id"
+
+BE32: Final = struct.Struct(">i")
+BE64: Final = struct.Struct(">q")
+INDEX_VALUE: Final = struct.Struct(">qqiqhiih")
+PARTITION_STATE: Final = struct.Struct(">qq")
+_TP: Final = struct.Struct(">16si")
+_TP_OFFSET: Final = struct.Struct(">16siq")
+
+
+def metadata_key(offset: int) -> bytes:
+    return METADATA_LOG + BE64.pack(offset)
+
+
+def partition_prefix(prefix: bytes, topic_id: uuid.UUID, partition: int) -> bytes:
+    """The key prefix of one partition's range under `prefix`."""
+    return prefix + _TP.pack(topic_id.bytes, partition)
+
+
+def topic_prefix(prefix: bytes, topic_id: uuid.UUID) -> bytes:
+    return prefix + topic_id.bytes
+
+
+def batch_key(topic_id: uuid.UUID, partition: int, base_offset: int) -> bytes:
+    return BATCH + _TP_OFFSET.pack(topic_id.bytes, partition, base_offset)
+
+
+def index_key(topic_id: uuid.UUID, partition: int, base_offset: int) -> bytes:
+    return INDEX + _TP_OFFSET.pack(topic_id.bytes, partition, base_offset)
+
+
+def offset_of(key: bytes) -> int:
+    """The trailing be64 of a batch or index key."""
+    (offset,) = BE64.unpack_from(key, len(key) - 8)
+    return int(offset)
+
+
+def partition_state_key(topic_id: uuid.UUID, partition: int) -> bytes:
+    return PARTITION + _TP.pack(topic_id.bytes, partition)
+
+
+def producer_key(topic_id: uuid.UUID, partition: int, producer_id: int) -> bytes:
+    return PRODUCER + _TP_OFFSET.pack(topic_id.bytes, partition, producer_id)
+
+
+def epoch_key(topic_id: uuid.UUID, partition: int, epoch: int) -> bytes:
+    return EPOCH + _TP.pack(topic_id.bytes, partition) + BE32.pack(epoch)
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with `prefix` (for half-open scans)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        raise ValueError("prefix of only 0xff bytes has no end")
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])

@@ -1,0 +1,193 @@
+"""The broker's logs: opening a store, topics from the metadata log, partition logs, producer ids.
+
+OWNS: the store's format check, replaying the metadata log into the image, the set of partition
+logs, and the write operations that change them (create/delete topic, append, allocate a
+producer id), each built as an `Operation` for the group-commit writer.
+MUST NOT KNOW: sockets or wire messages (handlers translate), trio beyond the writer's types.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from kvstream.log import keys
+from kvstream.log.metadata import (
+    MetadataImage,
+    TopicImage,
+    decode_record,
+    encode_record,
+    remove_topic_record,
+    topic_record,
+)
+from kvstream.log.partition import PartitionLog, StagedAppend
+from kvstream.log.txn import StagedWrites
+from kvstream.log.writer import Operation
+from kvstream.storage.base import KVStore
+
+
+class StoreFormatError(Exception):
+    """The store was written by another format version (or is not a kvstream store)."""
+
+
+class TopicExists(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPartition:
+    topic_id: uuid.UUID
+    partition: int
+
+
+class LogManager:
+    def __init__(self, store: KVStore) -> None:
+        self.store = store
+        self.image = MetadataImage()
+        self.partitions: dict[tuple[uuid.UUID, int], PartitionLog] = {}
+        self.cluster_id = ""
+        self.next_producer_id = 0
+        self._pending_topics: set[str] = set()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, store: KVStore) -> LogManager:
+        logs = cls(store)
+        logs._init_store()
+        with store.read() as txn:
+            lo = keys.METADATA_LOG
+            for _key, value in txn.scan(lo, keys.prefix_end(lo)):
+                logs.image.apply(decode_record(value))
+            raw_pid = txn.get(keys.NEXT_PRODUCER_ID_KEY)
+            logs.next_producer_id = keys.BE64.unpack(raw_pid)[0] if raw_pid else 0
+            logs.cluster_id = (txn.get(keys.CLUSTER_ID_KEY) or b"").decode()
+        for topic in logs.image.topics.values():
+            for p in range(topic.partitions):
+                logs.partitions[(topic.topic_id, p)] = PartitionLog.load(store, topic.topic_id, p)
+        return logs
+
+    def _init_store(self) -> None:
+        with self.store.read() as txn:
+            raw = txn.get(keys.FORMAT_KEY)
+            has_any = next(iter(txn.scan(b"", None, limit=1)), None) is not None
+        if raw is None:
+            if has_any:
+                raise StoreFormatError("the data directory holds data but no kvstream format key")
+
+            def init(txn: Any) -> None:
+                txn.put(keys.FORMAT_KEY, keys.BE32.pack(keys.FORMAT_VERSION))
+                cluster = uuid.uuid4().bytes[:16]
+                import base64
+
+                txn.put(keys.CLUSTER_ID_KEY, base64.urlsafe_b64encode(cluster).rstrip(b"="))
+                txn.put(keys.NEXT_PRODUCER_ID_KEY, keys.BE64.pack(0))
+
+            self.store.transact(init)
+            return
+        (version,) = keys.BE32.unpack(raw)
+        if version != keys.FORMAT_VERSION:
+            newer = "newer" if version > keys.FORMAT_VERSION else "older"
+            raise StoreFormatError(
+                f"the store has format version {version} ({newer}); this kvstream reads "
+                f"format version {keys.FORMAT_VERSION} only"
+            )
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def topic(self, name: str) -> TopicImage | None:
+        return self.image.topics.get(name)
+
+    def partition(self, topic: TopicImage, index: int) -> PartitionLog | None:
+        return self.partitions.get((topic.topic_id, index))
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def create_topic_op(
+        self, name: str, partitions: int, configs: dict[str, str]
+    ) -> Operation[TopicImage]:
+        topic_id = uuid.uuid4()
+        record = topic_record(name, topic_id, partitions, configs)
+
+        def stage(staged: StagedWrites) -> None:
+            if name in self.image.topics or name in self._pending_topics:
+                raise TopicExists(name)
+            self._pending_topics.add(name)
+            staged.put(keys.metadata_key(self.image.next_offset), encode_record(record))
+            self.image.next_offset += 1  # reserved; replay recounts from the log
+            for p in range(partitions):
+                PartitionLog(self.store, topic_id, p).stage_create(staged)
+
+        def publish(_: Any) -> TopicImage:
+            self._pending_topics.discard(name)
+            self.image.next_offset -= 1
+            self.image.apply(record)
+            for p in range(partitions):
+                self.partitions[(topic_id, p)] = PartitionLog(self.store, topic_id, p)
+            return self.image.topics[name]
+
+        def rollback() -> None:
+            self._pending_topics.discard(name)
+            self.image.next_offset -= 1
+
+        return Operation(stage, publish, rollback)
+
+    def delete_topic_op(self, topic: TopicImage) -> Operation[None]:
+        record = remove_topic_record(topic.topic_id)
+
+        def stage(staged: StagedWrites) -> None:
+            staged.put(keys.metadata_key(self.image.next_offset), encode_record(record))
+            self.image.next_offset += 1
+            for prefix in (keys.BATCH, keys.INDEX, keys.PARTITION, keys.PRODUCER, keys.EPOCH):
+                lo = keys.topic_prefix(prefix, topic.topic_id)
+                staged.delete_range(lo, keys.prefix_end(lo))
+
+        def publish(_: Any) -> None:
+            self.image.next_offset -= 1
+            self.image.apply(record)
+            for p in range(topic.partitions):
+                log = self.partitions.pop((topic.topic_id, p), None)
+                if log is not None:
+                    for notify in list(log.listeners):
+                        notify()
+
+        def rollback() -> None:
+            self.image.next_offset -= 1
+
+        return Operation(stage, publish, rollback)
+
+    def append_op(
+        self, log: PartitionLog, batches: list[bytearray], log_append_time: bool = False
+    ) -> Operation[StagedAppend]:
+        def stage(staged: StagedWrites) -> StagedAppend:
+            if (log.topic_id, log.partition) not in self.partitions:
+                from kvstream.log.partition import AppendError
+
+                raise AppendError("UNKNOWN_TOPIC_OR_PARTITION", "the topic was deleted")
+            return log.stage_append(
+                batches, staged, int(time.time() * 1000), log_append_time=log_append_time
+            )
+
+        def publish(result: StagedAppend) -> StagedAppend:
+            log.commit_staged()
+            return result
+
+        return Operation(stage, publish, log.abort_staged)
+
+    def allocate_producer_id_op(self) -> Operation[int]:
+        def stage(staged: StagedWrites) -> int:
+            pid = self.next_producer_id
+            self.next_producer_id += 1
+            staged.put(keys.NEXT_PRODUCER_ID_KEY, keys.BE64.pack(self.next_producer_id))
+            return pid
+
+        def publish(pid: int) -> int:
+            return pid
+
+        def rollback() -> None:
+            # Ids handed out in a failed group are skipped, never reused: harmless.
+            pass
+
+        return Operation(stage, publish, rollback)

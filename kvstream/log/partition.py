@@ -1,0 +1,303 @@
+"""One partition's log: offsets, batch reads, timestamp lookups, and staged appends.
+
+OWNS: log start offset, log end offset (= high watermark on one node), the committed producer
+state of this partition, reads of whole batches by offset, ListOffsets lookups, and staging an
+append (assigning offsets in place) for the group-commit writer.
+MUST NOT KNOW: sockets, the wire messages of any API, trio. Reads are synchronous and short;
+a read transaction never outlives the call that opened it (values are copied out).
+
+Offsets are assigned when the writer stages a group, not when a request arrives: staging runs
+on the event loop one group at a time, so the staged end offset (`next_offset`) only differs
+from the committed one (`end_offset`) while that group's commit is in flight.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kvstream.log import keys
+from kvstream.log.producer_state import BatchMetadata, ProducerEntry, Verdict, check
+from kvstream.log.txn import StagedWrites
+from kvstream.protocol import records
+from kvstream.storage.base import KVStore
+
+
+class AppendError(Exception):
+    """An append refused for a Kafka reason; `code` is the Kafka error code name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class StagedAppend:
+    base_offset: int
+    last_offset: int
+    log_append_time: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    base_offset: int
+    last_offset: int
+    max_timestamp: int
+    size: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records_count: int
+    attributes: int
+
+    @classmethod
+    def decode(cls, base_offset: int, raw: bytes) -> IndexEntry:
+        return cls(base_offset, *keys.INDEX_VALUE.unpack(raw))
+
+
+class PartitionLog:
+    leader_epoch = 0
+
+    def __init__(self, store: KVStore, topic_id: uuid.UUID, partition: int) -> None:
+        self.store = store
+        self.topic_id = topic_id
+        self.partition = partition
+        self.log_start_offset = 0
+        self.end_offset = 0
+        self.next_offset = 0
+        self.producers: dict[int, ProducerEntry] = {}
+        self.staged_producers: dict[int, ProducerEntry] = {}
+        self.listeners: set[Callable[[], None]] = set()
+        self._batch_lo = keys.partition_prefix(keys.BATCH, topic_id, partition)
+        self._index_lo = keys.partition_prefix(keys.INDEX, topic_id, partition)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, store: KVStore, topic_id: uuid.UUID, partition: int) -> PartitionLog:
+        log = cls(store, topic_id, partition)
+        with store.read() as txn:
+            raw = txn.get(keys.partition_state_key(topic_id, partition))
+            if raw is not None:
+                log.log_start_offset, log.end_offset = keys.PARTITION_STATE.unpack(raw)
+            lo = keys.partition_prefix(keys.PRODUCER, topic_id, partition)
+            for key, value in txn.scan(lo, keys.prefix_end(lo)):
+                log.producers[keys.offset_of(key)] = ProducerEntry.decode(value)
+        log.next_offset = log.end_offset
+        return log
+
+    def stage_create(self, staged: StagedWrites) -> None:
+        staged.put(
+            keys.partition_state_key(self.topic_id, self.partition),
+            keys.PARTITION_STATE.pack(0, 0),
+        )
+        staged.put(
+            keys.epoch_key(self.topic_id, self.partition, self.leader_epoch), keys.BE64.pack(0)
+        )
+
+    # -- high watermark and stable offset ------------------------------------------------------
+
+    @property
+    def high_watermark(self) -> int:
+        return self.end_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        # No transactions exist yet: every committed record is stable.
+        return self.end_offset
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, upper: int | None = None) -> list[bytes]:
+        """Whole batches from the one containing `offset`, up to `upper` (default: HW).
+
+        Returns at least one batch when any exists at or after `offset` (KIP-74: a batch bigger
+        than max_bytes still goes out first, so the consumer can make progress).
+        """
+        limit = self.end_offset if upper is None else upper
+        if offset >= limit:
+            return []
+        out: list[bytes] = []
+        total = 0
+        end_key = keys.batch_key(self.topic_id, self.partition, limit)
+        with self.store.read() as txn:
+            start_key = keys.batch_key(self.topic_id, self.partition, offset)
+            floor = txn.floor(start_key, self._batch_lo)
+            if floor is not None:
+                fk, fv = floor
+                header = records.parse_header(fv)
+                if header.last_offset >= offset:
+                    out.append(fv)
+                    total += len(fv)
+                start_key = fk + b"\x00"  # strictly after the floor batch
+            if total < max_bytes:
+                for _key, value in txn.scan(start_key, end_key):
+                    if out and total + len(value) > max_bytes:
+                        break
+                    out.append(value)
+                    total += len(value)
+                    if total >= max_bytes:
+                        break
+        return out
+
+    def index_entries(self) -> list[IndexEntry]:
+        lo = self._index_lo
+        with self.store.read() as txn:
+            return [
+                IndexEntry.decode(keys.offset_of(k), v)
+                for k, v in txn.scan(lo, keys.prefix_end(lo))
+            ]
+
+    def _batch(self, base_offset: int) -> bytes | None:
+        with self.store.read() as txn:
+            return txn.get(keys.batch_key(self.topic_id, self.partition, base_offset))
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with timestamp >= `timestamp`."""
+        for entry in self.index_entries():
+            if entry.max_timestamp < timestamp or entry.last_offset < self.log_start_offset:
+                continue
+            batch = self._batch(entry.base_offset)
+            if batch is None:
+                continue
+            for rec in records.iter_records(batch):
+                if rec.offset >= self.log_start_offset and rec.timestamp >= timestamp:
+                    return rec.offset, rec.timestamp
+        return None
+
+    def max_timestamp_offset(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record carrying the largest timestamp."""
+        best: IndexEntry | None = None
+        for entry in self.index_entries():
+            if best is None or entry.max_timestamp > best.max_timestamp:
+                best = entry
+        if best is None:
+            return None
+        batch = self._batch(best.base_offset)
+        if batch is None:
+            return None
+        header = records.parse_header(batch)
+        if header.timestamp_type == records.TimestampType.LOG_APPEND_TIME:
+            return best.base_offset, best.max_timestamp
+        for rec in records.iter_records(batch):
+            if rec.timestamp == best.max_timestamp:
+                return rec.offset, rec.timestamp
+        return best.last_offset, best.max_timestamp
+
+    # -- appends (called by the writer on the event loop, one group at a time) -----------------
+
+    def _staged_producer(self, producer_id: int) -> ProducerEntry | None:
+        entry = self.staged_producers.get(producer_id)
+        if entry is not None:
+            return entry
+        committed = self.producers.get(producer_id)
+        return committed.copy() if committed is not None else None
+
+    def stage_append(
+        self,
+        batches: list[bytearray],
+        staged: StagedWrites,
+        now_ms: int,
+        log_append_time: bool = False,
+    ) -> StagedAppend:
+        """Assign offsets to `batches` (in place) and stage their keys; all or nothing.
+
+        Raises AppendError with a Kafka error code name when the producer state refuses them.
+        """
+        headers = [records.parse_header(b) for b in batches]
+        # Idempotence checks over the whole request first, on copies, so a refusal leaves no trace.
+        touched: dict[int, ProducerEntry] = {}
+        plan: list[tuple[int, int]] = []  # per batch: (base offset, 1 if new else 0)
+        next_offset = self.next_offset
+        duplicate_of: BatchMetadata | None = None
+        for h in headers:
+            if h.producer_id >= 0 and h.base_sequence >= 0:
+                entry = touched.get(h.producer_id)
+                if entry is None:
+                    entry = self._staged_producer(h.producer_id)
+                verdict, dup = check(entry, h.producer_epoch, h.base_sequence, h.last_sequence)
+                if verdict is Verdict.DUPLICATE and dup is not None:
+                    if len(headers) == 1:
+                        duplicate_of = dup
+                        break
+                    raise AppendError(
+                        "DUPLICATE_SEQUENCE_NUMBER", "duplicate batch inside a multi-batch request"
+                    )
+                if verdict is Verdict.INVALID_EPOCH:
+                    raise AppendError(
+                        "INVALID_PRODUCER_EPOCH",
+                        f"producer {h.producer_id} epoch {h.producer_epoch} is older than "
+                        f"{entry.epoch if entry else -1}",
+                    )
+                if verdict is Verdict.OUT_OF_ORDER:
+                    raise AppendError(
+                        "OUT_OF_ORDER_SEQUENCE_NUMBER",
+                        f"producer {h.producer_id}: sequence {h.base_sequence} does not follow "
+                        f"{entry.last_seq if entry else -1}",
+                    )
+                if entry is None:
+                    entry = ProducerEntry()
+                entry.record(
+                    h.producer_epoch,
+                    BatchMetadata(
+                        h.base_sequence,
+                        h.last_sequence,
+                        next_offset,
+                        next_offset + h.last_offset_delta,
+                        h.max_timestamp,
+                    ),
+                )
+                touched[h.producer_id] = entry
+            plan.append((next_offset, 1))
+            next_offset += h.last_offset_delta + 1
+        if duplicate_of is not None:
+            return StagedAppend(duplicate_of.first_offset, duplicate_of.last_offset, -1, True)
+
+        base_offset = self.next_offset
+        append_time = -1
+        for batch, h, (offset, _) in zip(batches, headers, plan, strict=True):
+            records.stamp(batch, offset, self.leader_epoch)
+            max_ts = h.max_timestamp
+            attributes = h.attributes
+            if log_append_time:
+                records.set_log_append_time(batch, now_ms)
+                max_ts = now_ms
+                append_time = now_ms
+                attributes |= 0x08
+            staged.put(keys.batch_key(self.topic_id, self.partition, offset), batch)
+            staged.put(
+                keys.index_key(self.topic_id, self.partition, offset),
+                keys.INDEX_VALUE.pack(
+                    offset + h.last_offset_delta,
+                    max_ts,
+                    len(batch),
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    h.records_count,
+                    attributes,
+                ),
+            )
+        for pid, entry in touched.items():
+            self.staged_producers[pid] = entry
+            staged.put(keys.producer_key(self.topic_id, self.partition, pid), entry.encode())
+        self.next_offset = next_offset
+        staged.put(
+            keys.partition_state_key(self.topic_id, self.partition),
+            keys.PARTITION_STATE.pack(self.log_start_offset, self.next_offset),
+        )
+        return StagedAppend(base_offset, next_offset - 1, append_time, False)
+
+    def commit_staged(self) -> None:
+        """The group holding the staged appends is durable: publish it."""
+        self.producers.update(self.staged_producers)
+        self.staged_producers.clear()
+        self.end_offset = self.next_offset
+        for notify in list(self.listeners):
+            notify()
+
+    def abort_staged(self) -> None:
+        self.staged_producers.clear()
+        self.next_offset = self.end_offset

@@ -1,0 +1,233 @@
+"""Kafka request/response codec: framing, headers and message bodies, as bytes in and out.
+
+OWNS: splitting a byte stream into size-prefixed frames (the size bound is checked before any
+allocation), decoding request headers v0-v2 and bodies through kio, encoding responses with
+header v0/v1 as a list of chunks for one scatter/gather write, and the ApiVersions exceptions
+(an unknown ApiVersions version is answered in the v0 layout; its response header never has
+tagged fields).
+
+MUST NOT KNOW: sockets, trio, storage, or what any API does. Like h11, it turns bytes into
+events and responses into bytes; the server decides what to do with them.
+
+Two kinds of failure, as in h11: `ProtocolError` means the peer misbehaved and the connection
+must be closed; `UnsupportedRequest` carries a decoded header so the caller may answer with an
+error code where the protocol allows it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from functools import cache
+from typing import Any, Final
+
+from kio.index import load_request_schema, load_response_schema
+from kio.serial import entity_reader, entity_writer
+
+FRAME_SIZE: Final = struct.Struct(">i")
+_PEEK: Final = struct.Struct(">hhi")
+API_VERSIONS_KEY: Final = 18
+_SMALL_WRITE: Final = 4096
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that cannot be a Kafka request: close the connection."""
+
+
+class UnsupportedRequest(Exception):
+    """A well-framed request whose API key or version we do not serve."""
+
+    def __init__(self, api_key: int, api_version: int, correlation_id: int, reason: str) -> None:
+        super().__init__(reason)
+        self.api_key = api_key
+        self.api_version = api_version
+        self.correlation_id = correlation_id
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeader:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+
+
+class FrameReader:
+    """Accumulates received bytes and yields complete frames (without the size prefix)."""
+
+    def __init__(self, max_frame_size: int) -> None:
+        self.max_frame_size = max_frame_size
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def next_frame(self) -> bytes | None:
+        """Return the next complete frame, None if more bytes are needed.
+
+        Raises ProtocolError for a negative or oversized length prefix, before reading the body.
+        """
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        (size,) = FRAME_SIZE.unpack_from(buf, 0)
+        if size < 8 or size > self.max_frame_size:
+            raise ProtocolError(f"frame size {size} outside [8, {self.max_frame_size}]")
+        end = 4 + size
+        if len(buf) < end:
+            return None
+        frame = bytes(buf[4:end])
+        del buf[:end]
+        return frame
+
+
+def peek_header(frame: bytes) -> tuple[int, int, int]:
+    """(api_key, api_version, correlation_id): the fields every header version starts with."""
+    if len(frame) < 8:
+        raise ProtocolError("frame shorter than a request header")
+    key, version, correlation_id = _PEEK.unpack_from(frame, 0)
+    return int(key), int(version), int(correlation_id)
+
+
+@cache
+def _request_codec(api_key: int, version: int) -> tuple[Any, Any, type[Any]]:
+    request_type: type[Any] = load_request_schema(api_key, version)
+    header_type = request_type.__header_schema__
+    return entity_reader(header_type), entity_reader(request_type), request_type
+
+
+def request_type(api_key: int, version: int) -> type[Any]:
+    """The kio request dataclass for (api_key, version); raises KeyError-like kio errors."""
+    return _request_codec(api_key, version)[2]
+
+
+def decode_request(frame: bytes, served: dict[int, tuple[int, int]]) -> tuple[RequestHeader, Any]:
+    """Decode one frame into (header, request body).
+
+    `served` maps API key -> (min, max) versions this broker handles. Raises UnsupportedRequest
+    for keys or versions outside it, ProtocolError for bytes that do not decode.
+    """
+    api_key, version, correlation_id = peek_header(frame)
+    span = served.get(api_key)
+    if span is None:
+        raise UnsupportedRequest(api_key, version, correlation_id, f"unknown API key {api_key}")
+    if not span[0] <= version <= span[1]:
+        raise UnsupportedRequest(
+            api_key, version, correlation_id, f"API {api_key} version {version} not served"
+        )
+    try:
+        read_header, read_body, _ = _request_codec(api_key, version)
+    except Exception as exc:  # kio has no schema for this version (e.g. Produce v0-2)
+        raise UnsupportedRequest(api_key, version, correlation_id, str(exc)) from exc
+    view = memoryview(frame).toreadonly()
+    try:
+        # kio readers return (value, bytes consumed), not an end offset.
+        header, header_size = read_header(view, 0)
+        body, body_size = read_body(view, header_size)
+        end = header_size + body_size
+    except Exception as exc:
+        # kio raises KeyError on unknown tagged fields, ValueError/IndexError/struct.error on
+        # short or malformed input; all of them mean the peer sent something we cannot read.
+        raise ProtocolError(f"cannot decode API {api_key} v{version}: {exc!r}") from exc
+    if end != len(frame):
+        raise ProtocolError(f"API {api_key} v{version}: {len(frame) - end} trailing bytes")
+    return RequestHeader(api_key, version, correlation_id, header.client_id), body
+
+
+class ChunkWriter:
+    """A file-like sink for kio's writer that keeps large payloads as separate chunks.
+
+    Small writes are coalesced; anything of _SMALL_WRITE bytes or more (record batches) is kept
+    by reference, so a Fetch response is never copied into one big buffer.
+    """
+
+    __slots__ = ("_chunks", "_small", "size")
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes | bytearray | memoryview] = []
+        self._small = bytearray()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = len(data)
+        if n >= _SMALL_WRITE:
+            if self._small:
+                self._chunks.append(self._small)
+                self._small = bytearray()
+            self._chunks.append(data)
+        else:
+            self._small += data
+        self.size += n
+        return n
+
+    def chunks(self) -> list[bytes | bytearray | memoryview]:
+        if self._small:
+            self._chunks.append(self._small)
+            self._small = bytearray()
+        return self._chunks
+
+
+@cache
+def _response_codec(api_key: int, version: int) -> tuple[type[Any], Any, Any]:
+    response_type: type[Any] = load_response_schema(api_key, version)
+    header_type = response_type.__header_schema__
+    return response_type, entity_writer(header_type), entity_writer(response_type)
+
+
+def response_type(api_key: int, version: int) -> type[Any]:
+    return _response_codec(api_key, version)[0]
+
+
+def encode_response(
+    api_key: int, version: int, correlation_id: int, response: Any
+) -> list[bytes | bytearray | memoryview]:
+    """Encode a response with its header and size prefix as chunks for one vectored write."""
+    response_cls, write_header, write_body = _response_codec(api_key, version)
+    out = ChunkWriter()
+    out.write(b"\0\0\0\0")  # size placeholder, patched below
+    header_cls = response_cls.__header_schema__
+    write_header(out, header_cls(correlation_id=correlation_id))
+    write_body(out, response)
+    chunks = out.chunks()
+    first = chunks[0]
+    assert isinstance(first, bytearray)
+    FRAME_SIZE.pack_into(first, 0, out.size - 4)
+    return chunks
+
+
+def encode_api_versions_fallback(
+    correlation_id: int, error_code: int, apis: Iterable[tuple[int, int, int]]
+) -> bytes:
+    """ApiVersions response in the v0 layout, for a request version we do not know.
+
+    Kafka answers an unsupported ApiVersions version this way so that any client can read the
+    error and the supported range, then retry with a version both sides know (KIP-511).
+    """
+    items = sorted(apis)
+    body = struct.pack(">ihi", correlation_id, error_code, len(items))
+    body += b"".join(struct.pack(">hhh", k, lo, hi) for k, lo, hi in items)
+    return FRAME_SIZE.pack(len(body)) + body
+
+
+@cache
+def _field_names(cls: type[Any]) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
+
+
+def build(cls: type[Any], **values: Any) -> Any:
+    """Instantiate a kio dataclass, dropping the fields its version does not have.
+
+    Handlers describe a response once with every field any version has; each version's class
+    keeps what it knows. Fields it needs and was not given keep kio's defaults (or raise).
+    """
+    names = _field_names(cls)
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def has_field(cls: type[Any], name: str) -> bool:
+    return name in _field_names(cls)

@@ -1,0 +1,478 @@
+"""LMDB backend (the default): one environment, one unnamed database, in the broker's data dir.
+
+OWNS: the LMDB environment (opening, map growth, reader slots), its transactions and cursors,
+and the mapping of every ``lmdb.Error`` to ``StorageError``.
+MUST NOT KNOW: Kafka, the key schema, trio. It is called from worker threads and from the event
+loop thread alike, and never blocks on anything but LMDB and its own short locks.
+
+LMDB rules kept here (docs/design-brief.md, "LMDB rules"):
+
+- ``writemap=False`` always: a full disk then fails a commit with ENOSPC (``StorageFullError``)
+  instead of killing the process with SIGBUS. ``subdir=True``: the files are ``data.mdb`` and
+  ``lock.mdb`` inside the data dir. ``lock=True``, so readers in other processes (the offline
+  inspector, ``readonly=True``) are registered and see consistent snapshots.
+- ``sync=True`` turns on both ``sync`` and ``metasync``: ``transact`` returns after fsync.
+- ``reader_check()`` at open frees reader slots left by dead processes.
+- py-lmdb always opens with ``MDB_NOTLS``: a read transaction is not bound to the thread that
+  began it, so ``read()`` works from any thread (one thread at a time per snapshot). A write
+  transaction is bound to its thread: ``transact`` begins, runs ``fn`` and commits or aborts in
+  the calling thread, in one call, and writers from several threads queue on a lock.
+- Map growth: on ``MapFullError`` the write transaction is aborted, the map doubled (up to
+  ``max_map_size``) and ``fn`` run again from scratch. ``mdb_env_set_mapsize`` needs every
+  transaction of this process closed, so growth waits for open ``read()`` snapshots to end and
+  holds new ones back until it is done (they are short: never held across an ``await``). A
+  reader in another process whose map became too small gets ``MapResizedError``; ``read()``
+  adopts the new size and retries. The file never shrinks; freed pages are reused.
+- A reopened environment keeps the larger of ``map_size`` and the size it had grown to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Final, TypeVar
+
+import lmdb
+
+from kvstream.storage.base import (
+    MAX_KEY_SIZE,
+    ReadTxn,
+    StorageError,
+    StorageFullError,
+    WriteTxn,
+    check_key,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MAP_SIZE: Final = 1 << 40
+"""Map growth stops here (1 TiB); the next MapFullError is a StorageFullError."""
+
+DEFAULT_MAX_READERS: Final = 256
+"""Reader lock table slots, shared with other processes (inspector) on the same environment."""
+
+GROW_WAIT_SECONDS: Final = 60.0
+"""How long map growth waits for open read snapshots to end before giving up."""
+
+_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _code(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    if isinstance(exc, OSError):
+        return exc.errno
+    if len(exc.args) > 1 and isinstance(exc.args[1], int):
+        return exc.args[1]
+    return None
+
+
+def _storage_error(
+    exc: BaseException, what: str, full_errnos: frozenset[int] = _FULL_ERRNOS
+) -> StorageError:
+    """``exc`` (an ``lmdb.Error`` or ``OSError``) as a ``StorageError``, chained to it."""
+    cls = StorageFullError if _code(exc) in full_errnos else StorageError
+    err = cls(f"lmdb {what}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+class _MapFull(StorageFullError):
+    """Raised inside ``fn`` when the map is full; ``transact`` grows the map and retries."""
+
+
+class _SnapshotGate:
+    """Shared by read snapshots, exclusive for a map resize; a waiting resize goes first.
+
+    A resize announces itself before it competes for the condition's lock, so readers in a
+    tight loop cannot starve it: they stand back until it is done. A thread that already holds
+    a snapshot may open another even while a resize waits (else it would deadlock against
+    itself); it may not resize while holding one.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._resize_lock = threading.Lock()  # one resize at a time
+        self._resizing = False  # set before taking _cond, cleared under it
+        self._shared = 0
+        self._holders: dict[int, int] = {}  # thread ident -> snapshots it holds
+
+    def enter_shared(self) -> int:
+        thread = threading.get_ident()
+        with self._cond:
+            while self._resizing and not self._holders.get(thread):
+                self._cond.wait()
+            self._shared += 1
+            self._holders[thread] = self._holders.get(thread, 0) + 1
+        return thread
+
+    def exit_shared(self, thread: int) -> None:
+        with self._cond:
+            self._shared -= 1
+            left = self._holders[thread] - 1
+            if left:
+                self._holders[thread] = left
+            else:
+                del self._holders[thread]
+            if not self._shared:
+                self._cond.notify_all()
+
+    def held_by_me(self) -> bool:
+        with self._cond:
+            return bool(self._holders.get(threading.get_ident()))
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float) -> Iterator[None]:
+        if self.held_by_me():
+            raise StorageError("cannot resize the LMDB map while this thread holds a read()")
+        with self._resize_lock:
+            self._resizing = True
+            try:
+                with self._cond:
+                    if not self._cond.wait_for(lambda: not self._shared, timeout):
+                        raise StorageError(
+                            f"read() snapshots still open after {timeout} s; map not resized"
+                        )
+                yield  # no snapshot is open, and none can start
+            finally:
+                with self._cond:
+                    self._resizing = False
+                    self._cond.notify_all()
+
+
+def _seek_ge(cur: lmdb.Cursor[bytes], key: bytes) -> bool:
+    """Position ``cur`` on the first key >= ``key``; False (unpositioned) if there is none."""
+    if len(key) <= MAX_KEY_SIZE:
+        return cur.set_range(key)  # b"" positions on the first key
+    # No stored key is this long: seek on the prefix, then step over the (at most one) stored
+    # key that equals the prefix and so sorts before ``key``.
+    if not cur.set_range(key[:MAX_KEY_SIZE]):
+        return False
+    while cur.key() < key:
+        if not cur.next():
+            return False
+    return True
+
+
+def _seek_lt(cur: lmdb.Cursor[bytes], key: bytes) -> bool:
+    """Position ``cur`` on the last key < ``key``; False (unpositioned) if there is none."""
+    if _seek_ge(cur, key):
+        return cur.prev()
+    return cur.last()
+
+
+class _LmdbReadTxn:
+    def __init__(self, txn: lmdb.Transaction[bytes]) -> None:
+        self._txn = txn
+
+    def get(self, key: bytes) -> bytes | None:
+        if not key or len(key) > MAX_KEY_SIZE:
+            return None
+        try:
+            return self._txn.get(key)
+        except lmdb.Error as exc:
+            raise _storage_error(exc, "get") from exc
+
+    def scan(
+        self,
+        start: bytes,
+        end: bytes | None = None,
+        *,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return self._scan(start, end, reverse, limit)
+
+    def _scan(
+        self, start: bytes, end: bytes | None, reverse: bool, limit: int | None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        if limit is not None and limit <= 0:
+            return
+        try:
+            cur = self._txn.cursor()
+        except lmdb.Error as exc:
+            raise _storage_error(exc, "scan") from exc
+        try:
+            if reverse:
+                if not (cur.last() if end is None else _seek_lt(cur, end)):
+                    return
+                items = cur.iterprev()
+            else:
+                if not _seek_ge(cur, start):
+                    return
+                items = cur.iternext()
+            for count, (key, value) in enumerate(items, 1):
+                if reverse:
+                    if key < start:
+                        return
+                elif end is not None and key >= end:
+                    return
+                yield key, value
+                if count == limit:
+                    return
+        except lmdb.Error as exc:
+            raise _storage_error(exc, "scan") from exc
+        finally:
+            with contextlib.suppress(lmdb.Error):
+                cur.close()
+
+    def floor(self, key: bytes, lower: bytes) -> tuple[bytes, bytes] | None:
+        if key < lower:
+            return None
+        try:
+            with self._txn.cursor() as cur:
+                if _seek_ge(cur, key):
+                    if cur.key() != key and not cur.prev():
+                        return None
+                elif not cur.last():
+                    return None
+                found, value = cur.item()
+        except lmdb.Error as exc:
+            raise _storage_error(exc, "floor") from exc
+        return (found, value) if found >= lower else None
+
+
+class _LmdbWriteTxn(_LmdbReadTxn):
+    def __init__(self, txn: lmdb.Transaction[bytes]) -> None:
+        super().__init__(txn)
+        self.map_full = False
+
+    def _failed(self, exc: lmdb.Error, what: str) -> StorageError:
+        if isinstance(exc, lmdb.MapFullError):
+            # Remembered even if fn swallows the exception: the txn is unusable now.
+            self.map_full = True
+            err: StorageError = _MapFull(f"lmdb {what}: map full")
+            err.__cause__ = exc
+            return err
+        return _storage_error(exc, what)
+
+    def put(self, key: bytes, value: bytes | bytearray | memoryview) -> None:
+        check_key(key)
+        try:
+            self._txn.put(key, value)
+        except lmdb.Error as exc:
+            raise self._failed(exc, "put") from exc
+
+    def delete(self, key: bytes) -> bool:
+        if not key or len(key) > MAX_KEY_SIZE:
+            return False
+        try:
+            return self._txn.delete(key)
+        except lmdb.Error as exc:
+            raise self._failed(exc, "delete") from exc
+
+    def delete_range(self, start: bytes, end: bytes) -> int:
+        if end <= start:
+            return 0
+        removed = 0
+        try:
+            with self._txn.cursor() as cur:
+                if not _seek_ge(cur, start):
+                    return 0
+                while True:
+                    key = cur.key()
+                    if not key or key >= end:  # b"": deleted the last key, cursor unpositioned
+                        return removed
+                    cur.delete()
+                    removed += 1
+        except lmdb.Error as exc:
+            raise self._failed(exc, "delete_range") from exc
+
+
+class LmdbStore:
+    """The ``KVStore`` contract over one LMDB environment in directory ``path``."""
+
+    engine: str = "lmdb"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        map_size: int = 1 << 30,
+        sync: bool = True,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+        max_readers: int = DEFAULT_MAX_READERS,
+    ) -> None:
+        self._path = os.fspath(path)
+        self._readonly = readonly
+        self._max_map_size = max(max_map_size, map_size)
+        self._gate = _SnapshotGate()
+        self._write_lock = threading.Lock()
+        self._writer_thread = 0
+        try:
+            existed = os.path.exists(os.path.join(self._path, "data.mdb"))
+            if not readonly:
+                os.makedirs(self._path, exist_ok=True)
+            env = lmdb.open(
+                self._path,
+                # 0 adopts the size recorded in an existing file (what it has grown to).
+                map_size=0 if existed else map_size,
+                subdir=True,
+                readonly=readonly,
+                metasync=sync,
+                sync=sync,
+                writemap=False,
+                create=not readonly,
+                max_readers=max_readers,
+                max_dbs=0,
+                max_spare_txns=1,
+                lock=True,
+            )
+        except (lmdb.Error, OSError) as exc:
+            raise _storage_error(exc, f"open {self._path!r}") from exc
+        self._env: lmdb.Environment | None = env
+        try:
+            stale = env.reader_check()
+            if not readonly and env.info()["map_size"] < map_size:
+                env.set_mapsize(map_size)
+        except lmdb.Error as exc:
+            env.close()
+            raise _storage_error(exc, f"open {self._path!r}") from exc
+        if stale:
+            log.warning("lmdb %s: cleared %d stale reader slot(s)", self._path, stale)
+
+    def _live_env(self) -> lmdb.Environment:
+        if self._env is None:
+            raise StorageError("store is closed")
+        return self._env
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[ReadTxn]:
+        while True:
+            env = self._live_env()
+            thread = self._gate.enter_shared()
+            try:
+                try:
+                    txn = env.begin()
+                except lmdb.MapResizedError:
+                    pass  # another process grew the map past ours: adopt it, then retry
+                except lmdb.Error as exc:
+                    raise _storage_error(exc, "begin read") from exc
+                else:
+                    try:
+                        yield _LmdbReadTxn(txn)
+                    finally:
+                        with contextlib.suppress(lmdb.Error):
+                            txn.abort()
+                    return
+            finally:
+                self._gate.exit_shared(thread)
+            self._resize(0)
+
+    def transact(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn`` in one write transaction and commit it (fsync when ``sync=True``).
+
+        ``fn`` runs again from scratch after the map has grown, so it must be re-runnable:
+        every effect goes through the ``WriteTxn`` and nothing is carried between calls.
+        """
+        self._live_env()
+        thread = threading.get_ident()
+        if self._writer_thread == thread:
+            raise StorageError("transact() called inside transact() on the same store")
+        if self._gate.held_by_me():
+            raise StorageError("transact() called while this thread holds a read() snapshot")
+        with self._write_lock:
+            self._writer_thread = thread
+            try:
+                while True:
+                    try:
+                        return self._attempt(fn)
+                    except _MapFull:
+                        self._grow()
+                    except lmdb.MapResizedError:
+                        self._resize(0)
+            finally:
+                self._writer_thread = 0
+
+    def _attempt(self, fn: Callable[[WriteTxn], T]) -> T:
+        env = self._live_env()
+        try:
+            txn = env.begin(write=True)
+        except lmdb.MapResizedError:
+            raise
+        except lmdb.Error as exc:
+            raise _storage_error(exc, "begin write") from exc
+        wtxn = _LmdbWriteTxn(txn)
+        try:
+            result = fn(wtxn)
+        except BaseException:
+            with contextlib.suppress(lmdb.Error):
+                txn.abort()
+            if wtxn.map_full:
+                raise _MapFull("map full") from None
+            raise
+        if wtxn.map_full:  # fn swallowed the MapFull error: the txn cannot commit
+            with contextlib.suppress(lmdb.Error):
+                txn.abort()
+            raise _MapFull("map full")
+        try:
+            txn.commit()
+        except lmdb.MapFullError:
+            raise _MapFull("map full") from None
+        except lmdb.Error as exc:
+            raise _storage_error(exc, "commit") from exc
+        return result
+
+    def _grow(self) -> None:
+        env = self._live_env()
+        current = env.info()["map_size"]
+        if current >= self._max_map_size:
+            raise StorageFullError(
+                f"lmdb {self._path!r}: map full at its maximum size ({current} bytes)"
+            )
+        new = min(current * 2, self._max_map_size)
+        log.info("lmdb %s: growing map %d -> %d bytes", self._path, current, new)
+        self._resize(new, full_errnos=_FULL_ERRNOS | {errno.ENOMEM})
+
+    def _resize(self, size: int, full_errnos: frozenset[int] = _FULL_ERRNOS) -> None:
+        """``set_mapsize(size)`` (0: adopt the size another process set) with no txn open."""
+        env = self._live_env()
+        with self._gate.exclusive(GROW_WAIT_SECONDS):
+            try:
+                env.set_mapsize(size)
+            except lmdb.Error as exc:
+                raise _storage_error(exc, f"set_mapsize({size})", full_errnos) from exc
+
+    def stats(self) -> dict[str, int]:
+        env = self._live_env()
+        try:
+            info = env.info()
+            stat = env.stat()
+            file_size = os.path.getsize(os.path.join(self._path, "data.mdb"))
+        except (lmdb.Error, OSError) as exc:
+            raise _storage_error(exc, "stats") from exc
+        return {
+            "entries": stat["entries"],
+            "file_size": file_size,
+            "map_size": info["map_size"],
+            "max_map_size": self._max_map_size,
+            "page_size": stat["psize"],
+            "used_pages": info["last_pgno"] + 1,
+            "depth": stat["depth"],
+            "last_txnid": info["last_txnid"],
+            "num_readers": info["num_readers"],
+            "max_readers": info["max_readers"],
+        }
+
+    def close(self) -> None:
+        """Close the environment, waiting for a running ``transact`` to finish. Idempotent."""
+        env = self._env
+        if env is None:
+            return
+        if self._writer_thread == threading.get_ident():
+            raise StorageError("close() called inside transact() on the same store")
+        with self._write_lock:
+            self._env = None
+            try:
+                with self._gate.exclusive(GROW_WAIT_SECONDS):
+                    env.close()
+            except StorageError:
+                env.close()  # snapshots still open: LMDB invalidates them
