@@ -90,6 +90,7 @@ _MAX_TIMESTAMP_OFFSET: Final = 35
 
 _HEADER: Final = struct.Struct(">qiibIhiqqqhii")
 assert _HEADER.size == HEADER_SIZE
+_INT32: Final = struct.Struct(">i")
 
 _COMPRESSION_MASK: Final = 0x07
 _TIMESTAMP_TYPE_BIT: Final = 0x08
@@ -299,7 +300,7 @@ def split_batches(records: _Buf, max_batches: int = 100_000) -> list[memoryview]
     total = len(view)
     out: list[memoryview] = []
     pos = 0
-    unpack_length = struct.Struct(">i").unpack_from
+    unpack_length = _INT32.unpack_from
     while pos < total:
         if len(out) >= max_batches:
             raise InvalidRecordBatch(f"more than {max_batches} record batches")
