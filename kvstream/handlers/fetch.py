@@ -1,4 +1,4 @@
-"""Fetch (API key 1), versions 4-17.
+"""Fetch (API key 1), versions 4-17 served; 0-3 advertised and refused.
 
 Behaviour: whole batches from the one containing fetch_offset (the client skips records before
 its offset), up to partition_max_bytes per partition and max_bytes per response, always at least
@@ -7,6 +7,8 @@ the request waits on per-partition wake-ups until max_wait_ms, never by sleeping
 levels read up to the high watermark: with no transactions the last stable offset equals it
 (librdkafka consumers default to read_committed and rely on a correct LSO). Topic ids from v13.
 Offsets outside [log start, log end] get OFFSET_OUT_OF_RANGE.
+Version notes: v0-3 are listed because librdkafka enables LZ4 only when Fetch v2 is advertised;
+a request in them closes the connection (kio cannot decode them).
 Not implemented: incremental fetch sessions (KIP-227): session_id 0 is returned, which tells
 clients to keep sending full requests; follower fetches; preferred read replicas.
 """

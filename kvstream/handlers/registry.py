@@ -43,8 +43,10 @@ class HandlerSpec:
 HANDLERS: dict[int, HandlerSpec] = {}
 
 # Versions we advertise but cannot decode (kio has no schema): requests in them are refused.
-# Produce v0-2 must be advertised: librdkafka before 2.11.1 stops compressing without v2.
-ADVERTISED_ONLY: dict[int, int] = {0: 0}
+# librdkafka derives features from advertised ranges (rdkafka_feature.c): compression before
+# 2.11.1 needs Produce v2 listed, and LZ4 needs Fetch v2 listed; without them it silently
+# sends uncompressed batches.
+ADVERTISED_ONLY: dict[int, int] = {0: 0, 1: 0}
 
 
 def handles(api_key: int, versions: tuple[int, int]) -> Callable[[Handler], Handler]:

@@ -118,7 +118,7 @@ async def create_topics(ctx: RequestContext, req: Any) -> Any:
                 topic_config_error_code=ErrorCode.none,
                 num_partitions=partitions if ok else -1,
                 replication_factor=replication if ok else -1,
-                configs=_effective_configs(ctx, configs) if ok else None,
+                configs=_effective_configs(ctx, configs) if ok and ctx.version >= 5 else None,
             )
         )
     return ctx.response("CreateTopicsResponse", throttle_time=NO_THROTTLE, topics=tuple(results))
