@@ -640,6 +640,10 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
     _b("storage.lmdb.map.size", "LONG", str(1 << 30), "applies",
        "kvstream: initial LMDB map size in bytes (grown automatically when full).",
        _at_least(1 << 20)),
+    _b("socket.frame.timeout.ms", "LONG", "5000", "applies",
+       "kvstream: a request frame must arrive whole within this many ms of its first byte, "
+       "else the connection is closed (defends against slow senders).",
+       _at_least(1)),
 )  # fmt: skip
 
 _BROKER_KEYS: Final[Mapping[str, _BrokerKey]] = MappingProxyType(
@@ -955,6 +959,10 @@ class BrokerConfig:
     @property
     def storage_map_size(self) -> int:
         return self.get_int("storage.lmdb.map.size")
+
+    @property
+    def socket_frame_timeout_ms(self) -> int:
+        return self.get_int("socket.frame.timeout.ms")
 
     # --- topics and logs ---------------------------------------------------------------------
 

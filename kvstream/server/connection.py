@@ -13,6 +13,7 @@ this connection only; an unknown ApiVersions version gets the v0-layout answer (
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,13 @@ class Slot:
     chunks: Chunks | None = None
     close: bool = False
 
+    @classmethod
+    def closing(cls) -> Slot:
+        """A finished slot that tells the sender to close the connection."""
+        slot = cls(close=True)
+        slot.done.set()
+        return slot
+
 
 class Connection:
     def __init__(self, broker: Broker, stream: trio.SocketStream, peer: str) -> None:
@@ -65,20 +73,27 @@ class Connection:
                 nursery.start_soon(self._sender, receive_slots, nursery.cancel_scope)
                 async with send_slots:
                     await self._reader(nursery, send_slots)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-            pass
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass  # the peer went away: nothing to answer
         finally:
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 await self.stream.aclose()
 
     async def _reader(self, nursery: trio.Nursery, slots: trio.MemorySendChannel[Slot]) -> None:
+        frame_timeout = self.broker.config.socket_frame_timeout_ms / 1000
+        deadline = math.inf  # set while a frame is partially received
         while True:
+            data = b""
             try:
-                data = await self.stream.receive_some(RECV_SIZE)
+                with trio.move_on_at(deadline):
+                    data = await self.stream.receive_some(RECV_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
                 return
             if not data:
+                if trio.current_time() >= deadline:
+                    log.info("closing %s: frame not completed in %.1f s", self.peer, frame_timeout)
+                    await slots.send(Slot.closing())
                 return
             self.frames.feed(data)
             while True:
@@ -86,14 +101,17 @@ class Connection:
                     frame = self.frames.next_frame()
                 except ProtocolError as exc:
                     log.info("closing %s: %s", self.peer, exc)
-                    await slots.send(Slot(close=True))
+                    await slots.send(Slot.closing())
                     return
                 if frame is None:
                     break
+                deadline = math.inf
                 slot = Slot()
                 await slots.send(slot)
                 if not self._dispatch(nursery, frame, slot):
                     return
+            if self.frames.buffered and deadline == math.inf:
+                deadline = trio.current_time() + frame_timeout
 
     def _dispatch(self, nursery: trio.Nursery, frame: bytes, slot: Slot) -> bool:
         """Start handling `frame`; False when the connection must close after `slot`."""

@@ -31,7 +31,11 @@ async def _handle(broker: Broker, stream: trio.SocketStream) -> None:
     except OSError:
         await stream.aclose()
         return
-    await Connection(broker, stream, peer).run()
+    try:
+        await Connection(broker, stream, peer).run()
+    except Exception:
+        # One connection's failure never takes the broker down.
+        log.exception("connection %s failed", peer)
 
 
 async def serve_listeners(
