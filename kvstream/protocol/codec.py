@@ -214,9 +214,14 @@ def encode_api_versions_fallback(
     return FRAME_SIZE.pack(len(body)) + body
 
 
-@cache
+_FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
+
+
 def _field_names(cls: type[Any]) -> frozenset[str]:
-    return frozenset(f.name for f in fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
+    return names
 
 
 def build(cls: type[Any], **values: Any) -> Any:
