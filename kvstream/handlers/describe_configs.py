@@ -17,11 +17,15 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from kvstream.config import TOPIC_CONFIGS
-from kvstream.handlers._common import NO_THROTTLE
+from kvstream.handlers._common import (
+    NO_THROTTLE,
+    SOURCE_DEFAULT,
+    SOURCE_STATIC_BROKER,
+    topic_config_value,
+)
 from kvstream.handlers.registry import RequestContext, handles
 
 TOPIC, BROKER = 2, 4
-SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER, SOURCE_DEFAULT = 1, 4, 5
 CONFIG_TYPES = {
     "BOOLEAN": 1,
     "STRING": 2,
@@ -44,12 +48,13 @@ def _entry(
     sensitive: bool,
     synonyms: list[tuple[str, str | None, int]],
     include_synonyms: bool,
+    read_only: bool = False,
 ) -> Any:
     return ctx.response(
         "DescribeConfigsResourceResult",
         name=name,
         value=None if sensitive else value,
-        read_only=False,
+        read_only=read_only,
         config_source=source,
         is_sensitive=sensitive,
         synonyms=tuple(
@@ -67,22 +72,11 @@ def _topic_configs(ctx: RequestContext, configs: dict[str, str], include: bool) 
     broker = ctx.broker
     out = []
     for name in sorted(TOPIC_CONFIGS):
-        d = TOPIC_CONFIGS[name]
-        synonyms: list[tuple[str, str | None, int]] = []
-        if name in configs:
-            synonyms.append((name, configs[name], SOURCE_DYNAMIC_TOPIC))
-        syn = d.broker_synonym
-        if syn is not None and syn in broker.config.explicit:
-            synonyms.append((syn, broker.config.get(syn), SOURCE_STATIC_BROKER))
-        default = broker.topic_defaults.get(name, d.default)
-        synonyms.append((syn or name, d.default, SOURCE_DEFAULT))
-        if name in configs:
-            value, source = configs[name], SOURCE_DYNAMIC_TOPIC
-        elif syn is not None and syn in broker.config.explicit:
-            value, source = default, SOURCE_STATIC_BROKER
-        else:
-            value, source = default, SOURCE_DEFAULT
-        out.append(_entry(ctx, name, value, source, d.type, False, synonyms, include))
+        value, source, synonyms = topic_config_value(
+            broker.config, broker.topic_defaults, configs, name
+        )
+        kind = TOPIC_CONFIGS[name].type
+        out.append(_entry(ctx, name, value, source, kind, False, synonyms, include))
     return out
 
 
@@ -91,7 +85,11 @@ def _broker_configs(ctx: RequestContext, include: bool) -> list[Any]:
     for e in ctx.broker.config.describe():
         source = SOURCE_DEFAULT if e.is_default else SOURCE_STATIC_BROKER
         synonyms = [(e.name, e.value, source)]
-        out.append(_entry(ctx, e.name, e.value, source, e.type, e.sensitive, synonyms, include))
+        out.append(
+            _entry(
+                ctx, e.name, e.value, source, e.type, e.sensitive, synonyms, include, e.read_only
+            )
+        )
     return out
 
 

@@ -21,27 +21,19 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from kvstream.config import TOPIC_CONFIGS, ConfigError, validate_topic_config
-from kvstream.handlers._common import NO_THROTTLE, topic_name_error
+from kvstream.handlers._common import NO_THROTTLE, topic_config_value, topic_name_error
 from kvstream.handlers.registry import RequestContext, handles
 from kvstream.log.manager import TopicExists
 
 ZERO_UUID = uuid.UUID(int=0)
 MAX_PARTITIONS = 10_000
-SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER, SOURCE_DEFAULT = 1, 4, 5
 
 
 def _effective_configs(ctx: RequestContext, configs: dict[str, str]) -> tuple[Any, ...]:
     broker = ctx.broker
     out = []
     for name in sorted(TOPIC_CONFIGS):
-        definition = TOPIC_CONFIGS[name]
-        if name in configs:
-            value, source = configs[name], SOURCE_DYNAMIC_TOPIC
-        else:
-            value = broker.topic_defaults.get(name, definition.default)
-            synonym = definition.broker_synonym
-            explicit = synonym is not None and synonym in broker.config.explicit
-            source = SOURCE_STATIC_BROKER if explicit else SOURCE_DEFAULT
+        value, source, _ = topic_config_value(broker.config, broker.topic_defaults, configs, name)
         out.append(
             ctx.response(
                 "CreatableTopicConfigs",
