@@ -104,3 +104,33 @@ class RequestContext:
     def response_class(self, class_name: str) -> type[Any]:
         cls: type[Any] = getattr(_response_module(self.header.api_key, self.version), class_name)
         return cls
+
+
+def compatibility_markdown() -> str:
+    """docs/compatibility.md's table, generated from the registry (one list, never two)."""
+    from kio.index import api_key_map
+
+    load_all()
+    lines = [
+        "<!-- BEGIN GENERATED: python -m kvstream.handlers.registry -->",
+        "| API key | API | versions served | versions advertised | handler |",
+        "|---|---|---|---|---|",
+    ]
+    advertised = {k: (lo, hi) for k, lo, hi in advertised_versions()}
+    for key in sorted(HANDLERS):
+        spec = HANDLERS[key]
+        lo, hi = advertised[key]
+        name = api_key_map.get(key, "?")
+        module = spec.handler.__module__.rsplit(".", 1)[-1]
+        lines.append(
+            f"| {key} | {name} | {spec.min_version}-{spec.max_version} | {lo}-{hi} | "
+            f"`handlers/{module}.py` |"
+        )
+    lines.append("<!-- END GENERATED -->")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(compatibility_markdown())
