@@ -157,7 +157,12 @@ class Outcome:
 
 
 def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=RECV_TIMEOUT_S)
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=RECV_TIMEOUT_S)
+    except ConnectionRefusedError:
+        raise AssertionError(
+            f"connect to 127.0.0.1:{port} refused: the broker stopped listening"
+        ) from None
     sock.settimeout(RECV_TIMEOUT_S)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock

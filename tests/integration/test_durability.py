@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import random
 import threading
 import time
 import uuid
@@ -335,22 +336,28 @@ def check_list_offsets(bootstrap: str, topic: str, read: ReadBack) -> None:
                 f"{read.fetch_end[p]}"
             )
 
-        queries: list[TopicPartition] = []
-        expected: list[int] = []
+        # Targets per partition: 0, its first timestamp, a middle one, past its last one.
+        targets: dict[int, list[tuple[int, int]]] = {}  # partition -> [(target, expected)]
         for p in range(PARTITIONS):
             offsets = sorted(o for (q, o) in read.timestamps if q == p)
             if not offsets:
                 continue
             in_log = [read.timestamps[(p, o)] for o in offsets]
-            # Kafka: the earliest offset whose timestamp is >= the target, -1 if none.
             for target in (0, in_log[0], in_log[len(in_log) // 2], max(in_log) + 1):
+                # Kafka: the earliest offset whose timestamp is >= the target, -1 if none.
                 want = next((o for o, ts in zip(offsets, in_log, strict=True) if ts >= target), -1)
-                queries.append(TopicPartition(topic, p, target))
-                expected.append(want)
-        answers = consumer.offsets_for_times(queries, timeout=10)
-        got = [(tp.partition, tp.offset, tp.error) for tp in answers]
-        want = [(q.partition, e, None) for q, e in zip(queries, expected, strict=True)]
-        assert got == want, f"offsets_for_times after restart: got {got}, expected {want}"
+                targets.setdefault(p, []).append((target, want))
+        # One partition at most once per request: librdkafka matches answers by partition.
+        for round_ in range(4):
+            queries = [TopicPartition(topic, p, t[round_][0]) for p, t in targets.items()]
+            answers = consumer.offsets_for_times(queries, timeout=10)
+            got = {tp.partition: (tp.offset, tp.error) for tp in answers}
+            want = {p: (t[round_][1], None) for p, t in targets.items()}
+            asked = {q.partition: q.offset for q in queries}
+            assert got == want, (
+                f"offsets_for_times {asked}: got {got}, expected (first offset with "
+                f"timestamp >= target) {want}"
+            )
     finally:
         consumer.close()
 
@@ -414,13 +421,55 @@ def test_acked_writes_survive_sigkill_after_flush(broker: BrokerProcess) -> None
     )
 
 
-def _kill_when(broker: BrokerProcess, log: AckLog, n_acks: int, poll: Any) -> None:
-    """Wait (serving callbacks via `poll`) until n_acks acks, then SIGKILL."""
-    deadline = time.monotonic() + READ_TIMEOUT_S
-    while log.count() < n_acks:
-        assert time.monotonic() < deadline, f"only {log.count()} acks in {READ_TIMEOUT_S} s"
-        assert not log.failed, f"delivery failed before the kill: {_first(log.failed)}"
-        poll()
+class Killer(threading.Thread):
+    """SIGKILLs the broker from its own thread, at a random moment a few milliseconds after the
+    n_acks-th acknowledgement, while the test thread keeps producing: so the kill lands while
+    requests are on the wire, not between two produce loops."""
+
+    def __init__(
+        self, broker: BrokerProcess, log: AckLog, n_acks: int, outstanding: Any, seed: int
+    ) -> None:
+        super().__init__(name="broker-killer", daemon=True)
+        self.broker = broker
+        self.log = log
+        self.n_acks = n_acks
+        self.outstanding = outstanding
+        self.rng = random.Random(seed)
+        self.killing = threading.Event()
+        self.done = threading.Event()
+        self.acked_at_kill: dict[str, tuple[int, int]] = {}
+        self.outstanding_at_kill = 0
+        self.reached = False
+
+    def run(self) -> None:
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while self.log.count() < self.n_acks and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self.reached = self.log.count() >= self.n_acks
+        time.sleep(self.rng.uniform(0.0, 0.02))
+        self.killing.set()
+        self.outstanding_at_kill = int(self.outstanding())
+        self.broker.kill()
+        # Every ack the client saw up to here was sent by the broker before it died.
+        self.acked_at_kill = self.log.snapshot()
+        self.done.set()
+
+    def produce_until_killed(self, produce_some: Any) -> None:
+        """Run produce_some() in a loop until the kill happened."""
+        self.start()
+        deadline = time.monotonic() + READ_TIMEOUT_S + 10
+        while not self.done.is_set():
+            assert time.monotonic() < deadline, "the killer thread never killed the broker"
+            if not self.killing.is_set():
+                assert not self.log.failed, (
+                    f"delivery failed before the kill: {_first(self.log.failed)}"
+                )
+            produce_some()
+        self.join(timeout=10)
+        assert self.reached, f"only {len(self.acked_at_kill)} acks before the {READ_TIMEOUT_S} s"
+        assert self.outstanding_at_kill > 0, (
+            "nothing was in flight at the kill: the test did not kill mid-produce"
+        )
 
 
 def test_acked_writes_survive_sigkill_during_idempotent_produce_confluent(
@@ -447,11 +496,10 @@ def test_acked_writes_survive_sigkill_during_idempotent_produce_confluent(
             produced.add(value)
         producer.poll(0.001)
 
-    _kill_when(broker, log, N_KILL_DURING, lambda: produce_some(500))
-    in_flight = len(producer)
-    broker.kill()
-    acked_before = log.snapshot()
-    assert in_flight > 0, "nothing was in flight at the kill: the test did not kill mid-produce"
+    killer = Killer(broker, log, N_KILL_DURING, lambda: len(producer), seed=1)
+    killer.produce_until_killed(lambda: produce_some(200))
+    in_flight = killer.outstanding_at_kill
+    acked_before = killer.acked_at_kill
 
     # The producer keeps running while the broker is down, then the broker comes back.
     produce_some(1_000)
@@ -532,11 +580,10 @@ def _kafka_python_through_kill(broker: BrokerProcess, topic: str) -> KillRun:
             send_one()
 
     try:
-        _kill_when(broker, log, N_KILL_DURING // 4, lambda: produce_some(200))
-        in_flight = outstanding()
-        broker.kill()
-        acked_before = log.snapshot()
-        assert in_flight > 0, "nothing was in flight at the kill"
+        killer = Killer(broker, log, N_KILL_DURING // 4, outstanding, seed=2)
+        killer.produce_until_killed(lambda: produce_some(100))
+        in_flight = killer.outstanding_at_kill
+        acked_before = killer.acked_at_kill
 
         # The producer keeps running while the broker is down, then the broker comes back.
         for _ in range(500):
