@@ -13,8 +13,10 @@ still produce a message and read it back.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
+import ssl
 import struct
 import time
 import uuid
@@ -362,6 +364,33 @@ def test_oversized_or_negative_length_prefix_then_silence(
     assert_broker_healthy(broker, what)
 
 
+def tls_client_hello() -> bytes:
+    """The first flight of a real TLS client (a ClientHello record), made in memory."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    assert hello[:1] == b"\x16", "not a TLS handshake record"
+    return hello
+
+
+def test_tls_client_hello_on_plaintext_port(broker: BrokerProcess) -> None:
+    """A TLS client on the plaintext listener: its first 4 bytes read as a length prefix of
+    about 0x16030100 (> socket.request.max.bytes), so the broker closes at once."""
+    assert_broker_healthy(broker, "startup")
+    hello = tls_client_hello()
+    what = f"TLS ClientHello ({len(hello)} bytes) on the plaintext port"
+    out, elapsed = send_and_read(broker.port, hello, what)
+    assert out.closed, f"{what}: expected the broker to close, got {out}"
+    assert not out.partial, f"{what}: stray bytes before the close: {out.partial!r}"
+    assert elapsed <= CLOSE_DEADLINE_S, f"{what}: closed only after {elapsed:.1f} s"
+    assert_broker_healthy(broker, what)
+
+
 def test_truncated_frame_then_client_close(broker: BrokerProcess) -> None:
     """Length 100, only 10 bytes, then the client closes: the broker just drops it."""
     assert_broker_healthy(broker, "startup")
@@ -451,7 +480,13 @@ def test_api_versions_unknown_version(broker: BrokerProcess) -> None:
     assert not out.closed, f"{what}: expected an error response, got {out}"
     (echo,) = struct.unpack(">i", out.response[:4])
     assert echo == correlation_id, f"{what}: correlation id {echo} != {correlation_id}"
-    error_code, keys = parse_api_versions_v0(out.response[4:])
+    body = out.response[4:]
+    try:
+        error_code, keys = parse_api_versions_v0(body)
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{what}: the body is not in v0 layout ({exc}); body starts {body[:24].hex()}"
+        ) from None
     assert error_code == UNSUPPORTED_VERSION, f"{what}: error_code {error_code}, expected 35"
     assert keys, f"{what}: empty api_keys list"
     assert API_VERSIONS in keys, f"{what}: ApiVersions (18) not in the list: {sorted(keys)}"
