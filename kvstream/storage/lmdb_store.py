@@ -23,6 +23,11 @@ LMDB rules kept here (docs/design-brief.md, "LMDB rules"):
   holds new ones back until it is done (they are short: never held across an ``await``). A
   reader in another process whose map became too small gets ``MapResizedError``; ``read()``
   adopts the new size and retries. The file never shrinks; freed pages are reused.
+- Aborting a write transaction (``fn`` raised, or the map is full) also waits for this
+  process's open snapshots and holds new ones back meanwhile: py-lmdb's write abort waits until
+  no LMDB call of the environment is in flight on any thread, and readers in a loop starved it
+  for seconds to minutes (measured with three reader threads: 13 s, and over 60 s). Commit has
+  no such wait.
 - A reopened environment keeps the larger of ``map_size`` and the size it had grown to.
 """
 
@@ -58,7 +63,12 @@ DEFAULT_MAX_READERS: Final = 256
 """Reader lock table slots, shared with other processes (inspector) on the same environment."""
 
 GROW_WAIT_SECONDS: Final = 60.0
-"""How long map growth waits for open read snapshots to end before giving up."""
+"""How long map growth (or a write abort) waits for open read snapshots to end."""
+
+CLOSE_WAIT_SECONDS: Final = 5.0
+"""How long ``close()`` waits for open read snapshots before closing under them."""
+
+_RESIZED_RETRIES: Final = 3
 
 _FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -302,7 +312,6 @@ class LmdbStore:
         max_readers: int = DEFAULT_MAX_READERS,
     ) -> None:
         self._path = os.fspath(path)
-        self._readonly = readonly
         self._max_map_size = max(max_map_size, map_size)
         self._gate = _SnapshotGate()
         self._write_lock = threading.Lock()
@@ -346,7 +355,7 @@ class LmdbStore:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[ReadTxn]:
-        while True:
+        for _ in range(_RESIZED_RETRIES):
             env = self._live_env()
             thread = self._gate.enter_shared()
             try:
@@ -366,6 +375,7 @@ class LmdbStore:
             finally:
                 self._gate.exit_shared(thread)
             self._resize(0)
+        raise StorageError(f"lmdb {self._path!r}: map keeps being resized by another process")
 
     def transact(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` in one write transaction and commit it (fsync when ``sync=True``).
@@ -385,10 +395,10 @@ class LmdbStore:
                 while True:
                     try:
                         return self._attempt(fn)
-                    except _MapFull:
-                        self._grow()
                     except lmdb.MapResizedError:
                         self._resize(0)
+                    except _MapFull:
+                        pass  # aborted and grown: run fn again
             finally:
                 self._writer_thread = 0
 
@@ -404,24 +414,45 @@ class LmdbStore:
         try:
             result = fn(wtxn)
         except BaseException:
-            with contextlib.suppress(lmdb.Error):
-                txn.abort()
+            self._abort(txn, grow=wtxn.map_full)
             if wtxn.map_full:
                 raise _MapFull("map full") from None
             raise
         if wtxn.map_full:  # fn swallowed the MapFull error: the txn cannot commit
-            with contextlib.suppress(lmdb.Error):
-                txn.abort()
+            self._abort(txn, grow=True)
             raise _MapFull("map full")
         try:
             txn.commit()
         except lmdb.MapFullError:
+            self._abort(txn, grow=True)  # the failed commit freed the txn: only grows
             raise _MapFull("map full") from None
         except lmdb.Error as exc:
             raise _storage_error(exc, "commit") from exc
         return result
 
-    def _grow(self) -> None:
+    def _abort(self, txn: lmdb.Transaction[bytes], *, grow: bool) -> None:
+        """Abort a write transaction, then double the map if ``grow``.
+
+        Both run with no read snapshot open in this process: py-lmdb's write abort (like
+        ``set_mapsize``) waits until no LMDB call of the environment is in flight on any thread,
+        and readers in a loop can starve it for seconds. Commit has no such wait.
+        """
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self._gate.exclusive(GROW_WAIT_SECONDS))
+            except StorageError:
+                with contextlib.suppress(lmdb.Error):
+                    txn.abort()  # still needed: it releases the writer lock
+                if grow:
+                    raise
+                return
+            with contextlib.suppress(lmdb.Error):
+                txn.abort()
+            if grow:
+                self._grow_map()
+
+    def _grow_map(self) -> None:
+        """Double the map, up to ``max_map_size``. Caller holds the gate exclusively."""
         env = self._live_env()
         current = env.info()["map_size"]
         if current >= self._max_map_size:
@@ -430,16 +461,19 @@ class LmdbStore:
             )
         new = min(current * 2, self._max_map_size)
         log.info("lmdb %s: growing map %d -> %d bytes", self._path, current, new)
-        self._resize(new, full_errnos=_FULL_ERRNOS | {errno.ENOMEM})
+        try:
+            env.set_mapsize(new)
+        except lmdb.Error as exc:
+            raise _storage_error(exc, f"set_mapsize({new})", _FULL_ERRNOS | {errno.ENOMEM}) from exc
 
-    def _resize(self, size: int, full_errnos: frozenset[int] = _FULL_ERRNOS) -> None:
+    def _resize(self, size: int) -> None:
         """``set_mapsize(size)`` (0: adopt the size another process set) with no txn open."""
         env = self._live_env()
         with self._gate.exclusive(GROW_WAIT_SECONDS):
             try:
                 env.set_mapsize(size)
             except lmdb.Error as exc:
-                raise _storage_error(exc, f"set_mapsize({size})", full_errnos) from exc
+                raise _storage_error(exc, f"set_mapsize({size})") from exc
 
     def stats(self) -> dict[str, int]:
         env = self._live_env()
@@ -472,7 +506,7 @@ class LmdbStore:
         with self._write_lock:
             self._env = None
             try:
-                with self._gate.exclusive(GROW_WAIT_SECONDS):
+                with self._gate.exclusive(CLOSE_WAIT_SECONDS):
                     env.close()
             except StorageError:
                 env.close()  # snapshots still open: LMDB invalidates them
