@@ -270,7 +270,8 @@ def assert_broker_healthy(broker: BrokerProcess, after: str) -> None:
     delivered: list[tuple[KafkaError | None, int]] = []
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        delivered.append((err, msg.offset() if err is None else -1))
+        offset = msg.offset()
+        delivered.append((err, offset if err is None and offset is not None else -1))
 
     producer = Producer(
         {

@@ -103,13 +103,21 @@ class AckLog:
             return Counter(p for p, _ in self.acked.values())
 
 
+def located(msg: Message) -> tuple[int, int, str]:
+    """(partition, offset, value) of a delivered or consumed message."""
+    partition, offset, value = msg.partition(), msg.offset(), msg.value()
+    assert partition is not None and offset is not None and value is not None, msg
+    return partition, offset, value.decode()
+
+
 def confluent_delivery(log: AckLog) -> Any:
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        value = msg.value().decode()
         if err is not None:
-            log.fail(value, str(err))
+            value = msg.value()
+            log.fail(value.decode() if value is not None else "?", str(err))
         else:
-            log.ok(value, msg.partition(), msg.offset())
+            partition, offset, value_str = located(msg)
+            log.ok(value_str, partition, offset)
 
     return on_delivery
 
@@ -251,12 +259,14 @@ def read_all(
             for msg in consumer.consume(num_messages=10_000, timeout=0.5):
                 err = msg.error()
                 if err is not None:
+                    partition, offset = msg.partition(), msg.offset()
                     if err.code() == KafkaError._PARTITION_EOF:
-                        fetch_end[msg.partition()] = msg.offset()
+                        assert partition is not None and offset is not None
+                        fetch_end[partition] = offset
                         continue
                     raise AssertionError(f"consumer error: {err}")
-                key = (msg.partition(), msg.offset())
-                value = msg.value().decode()
+                partition, offset, value = located(msg)
+                key = (partition, offset)
                 old = values.get(key)
                 if old is not None and old != value:
                     conflicts.append((key[0], key[1], old, value))
@@ -352,11 +362,11 @@ def check_list_offsets(bootstrap: str, topic: str, read: ReadBack) -> None:
             queries = [TopicPartition(topic, p, t[round_][0]) for p, t in targets.items()]
             answers = consumer.offsets_for_times(queries, timeout=10)
             got = {tp.partition: (tp.offset, tp.error) for tp in answers}
-            want = {p: (t[round_][1], None) for p, t in targets.items()}
+            expected = {p: (t[round_][1], None) for p, t in targets.items()}
             asked = {q.partition: q.offset for q in queries}
-            assert got == want, (
+            assert got == expected, (
                 f"offsets_for_times {asked}: got {got}, expected (first offset with "
-                f"timestamp >= target) {want}"
+                f"timestamp >= target) {expected}"
             )
     finally:
         consumer.close()
