@@ -108,7 +108,7 @@ class RequestContext:
 
 def compatibility_markdown() -> str:
     """docs/compatibility.md's table, generated from the registry (one list, never two)."""
-    from kio.index import api_key_map
+    from kio.schema.index import api_key_map
 
     load_all()
     lines = [

@@ -18,9 +18,13 @@ collides with its old data.
 | 0x04   | 0x04 tid p                                           | partition state               |
 | 0x05   | 0x05 tid p producer_id be64                          | producer state                |
 | 0x06   | 0x06 tid p epoch be32                                | epoch start offset, be64      |
+| 0x07   | 0x07 glen be16 group utf-8 tlen be16 topic utf-8 p   | committed offset (OFFSET)     |
 
 INDEX value: last_offset q, max_timestamp q, size i, producer_id q, producer_epoch h,
 base_sequence i, records_count i, attributes h (struct ">qqiqhiih").
+OFFSET value (committed by a consumer group; Kafka commits by topic name, so the key holds the
+name, length-prefixed): offset q, leader_epoch i, commit_timestamp_ms q, has_metadata B (struct
+">qiqB"), then the metadata string in utf-8 (absent when has_metadata is 0, i.e. null).
 PARTITION_STATE value: log_start_offset q, log_end_offset q (struct ">qq"); on a single node the
 high watermark equals the log end offset, which only moves after the commit holding it.
 """
@@ -40,6 +44,7 @@ INDEX: Final = b"\x03"
 PARTITION: Final = b"\x04"
 PRODUCER: Final = b"\x05"
 EPOCH: Final = b"\x06"
+GROUP_OFFSET: Final = b"\x07"
 
 FORMAT_KEY: Final = META + b"format"
 CLUSTER_ID_KEY: Final = META + b"cluster_id"
@@ -90,6 +95,34 @@ def producer_key(topic_id: uuid.UUID, partition: int, producer_id: int) -> bytes
 
 def epoch_key(topic_id: uuid.UUID, partition: int, epoch: int) -> bytes:
     return EPOCH + _TP.pack(topic_id.bytes, partition) + BE32.pack(epoch)
+
+
+_BE16: Final = struct.Struct(">H")
+
+
+def _name(text: str) -> bytes:
+    raw = text.encode()
+    return _BE16.pack(len(raw)) + raw
+
+
+def group_offset_prefix(group_id: str) -> bytes:
+    """The key range of every committed offset of one group."""
+    return GROUP_OFFSET + _name(group_id)
+
+
+def group_offset_key(group_id: str, topic: str, partition: int) -> bytes:
+    return GROUP_OFFSET + _name(group_id) + _name(topic) + BE32.pack(partition)
+
+
+def decode_group_offset_key(key: bytes) -> tuple[str, str, int]:
+    """(group id, topic name, partition) of a 0x07 key."""
+    (glen,) = _BE16.unpack_from(key, 1)
+    group = key[3 : 3 + glen].decode()
+    pos = 3 + glen
+    (tlen,) = _BE16.unpack_from(key, pos)
+    topic = key[pos + 2 : pos + 2 + tlen].decode()
+    (partition,) = BE32.unpack_from(key, pos + 2 + tlen)
+    return group, topic, int(partition)
 
 
 def prefix_end(prefix: bytes) -> bytes:

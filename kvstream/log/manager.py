@@ -22,7 +22,7 @@ from kvstream.log.metadata import (
     remove_topic_record,
     topic_record,
 )
-from kvstream.log.partition import PartitionLog, StagedAppend
+from kvstream.log.partition import AppendError, PartitionLog, StagedAppend
 from kvstream.log.txn import StagedWrites
 from kvstream.log.writer import Operation
 from kvstream.storage.base import KVStore
@@ -50,6 +50,7 @@ class LogManager:
         self.cluster_id = ""
         self.next_producer_id = 0
         self._pending_topics: set[str] = set()
+        self._deleting: set[uuid.UUID] = set()
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -140,11 +141,13 @@ class LogManager:
         def stage(staged: StagedWrites) -> None:
             staged.put(keys.metadata_key(self.image.next_offset), encode_record(record))
             self.image.next_offset += 1
+            self._deleting.add(topic.topic_id)  # later appends in this group are refused
             for prefix in (keys.BATCH, keys.INDEX, keys.PARTITION, keys.PRODUCER, keys.EPOCH):
                 lo = keys.topic_prefix(prefix, topic.topic_id)
                 staged.delete_range(lo, keys.prefix_end(lo))
 
         def publish(_: Any) -> None:
+            self._deleting.discard(topic.topic_id)
             self.image.next_offset -= 1
             self.image.apply(record)
             for p in range(topic.partitions):
@@ -154,6 +157,7 @@ class LogManager:
                         notify()
 
         def rollback() -> None:
+            self._deleting.discard(topic.topic_id)
             self.image.next_offset -= 1
 
         return Operation(stage, publish, rollback)
@@ -162,9 +166,8 @@ class LogManager:
         self, log: PartitionLog, batches: list[bytearray], log_append_time: bool = False
     ) -> Operation[StagedAppend]:
         def stage(staged: StagedWrites) -> StagedAppend:
-            if (log.topic_id, log.partition) not in self.partitions:
-                from kvstream.log.partition import AppendError
-
+            gone = (log.topic_id, log.partition) not in self.partitions
+            if gone or log.topic_id in self._deleting:
                 raise AppendError("UNKNOWN_TOPIC_OR_PARTITION", "the topic was deleted")
             return log.stage_append(
                 batches, staged, int(time.time() * 1000), log_append_time=log_append_time

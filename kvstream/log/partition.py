@@ -150,19 +150,28 @@ class PartitionLog:
                 for k, v in txn.scan(lo, keys.prefix_end(lo))
             ]
 
+    def visible_index_entries(self) -> list[IndexEntry]:
+        """Index entries of batches below the high watermark (what consumers may see; Kafka's
+        ListOffsets never answers an offset at or above it)."""
+        hw = self.high_watermark
+        return [e for e in self.index_entries() if e.base_offset < hw]
+
     def _batch(self, base_offset: int) -> bytes | None:
         with self.store.read() as txn:
             return txn.get(keys.batch_key(self.topic_id, self.partition, base_offset))
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp >= `timestamp`."""
-        for entry in self.index_entries():
+        hw = self.high_watermark
+        for entry in self.visible_index_entries():
             if entry.max_timestamp < timestamp or entry.last_offset < self.log_start_offset:
                 continue
             batch = self._batch(entry.base_offset)
             if batch is None:
                 continue
             for rec in records.iter_records(batch):
+                if rec.offset >= hw:
+                    break
                 if rec.offset >= self.log_start_offset and rec.timestamp >= timestamp:
                     return rec.offset, rec.timestamp
         return None
@@ -170,7 +179,7 @@ class PartitionLog:
     def max_timestamp_offset(self) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record carrying the largest timestamp."""
         best: IndexEntry | None = None
-        for entry in self.index_entries():
+        for entry in self.visible_index_entries():
             if best is None or entry.max_timestamp > best.max_timestamp:
                 best = entry
         if best is None:
@@ -189,11 +198,12 @@ class PartitionLog:
     # -- appends (called by the writer on the event loop, one group at a time) -----------------
 
     def _staged_producer(self, producer_id: int) -> ProducerEntry | None:
-        entry = self.staged_producers.get(producer_id)
-        if entry is not None:
-            return entry
-        committed = self.producers.get(producer_id)
-        return committed.copy() if committed is not None else None
+        """A private copy of the producer's latest state (staged in this group, else committed).
+
+        Always a copy: a request refused half-way must leave the staged state untouched.
+        """
+        entry = self.staged_producers.get(producer_id) or self.producers.get(producer_id)
+        return entry.copy() if entry is not None else None
 
     def stage_append(
         self,

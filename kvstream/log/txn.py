@@ -26,15 +26,23 @@ class StagedWrites:
     def put(self, key: bytes, value: Value) -> None:
         self.puts[key] = value
 
+    def delete(self, key: bytes) -> None:
+        self.puts.pop(key, None)
+        self.deletes.append(key)
+
     def delete_range(self, start: bytes, end: bytes) -> None:
+        # A put staged earlier in the group inside the range must not survive it.
+        for key in [k for k in self.puts if start <= k < end]:
+            del self.puts[key]
         self.ranges.append((start, end))
 
     def __bool__(self) -> bool:
         return bool(self.puts or self.deletes or self.ranges)
 
     def apply(self, txn: WriteTxn) -> None:
-        # Range deletes first: a topic removed and recreated in one group gets new ids, so puts
-        # never fall inside a range deleted by the same commit.
+        # Deletes first, then puts. Equivalent to applying everything in staging order, because
+        # a delete staged after a put removes that put from `puts` (see delete/delete_range),
+        # and a put staged after a delete must survive it.
         for start, end in self.ranges:
             txn.delete_range(start, end)
         for key in self.deletes:

@@ -25,6 +25,8 @@ from typing import Any, Final
 from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
+from kvstream.protocol.tagged import strip_unknown_tagged_fields
+
 FRAME_SIZE: Final = struct.Struct(">i")
 _PEEK: Final = struct.Struct(">hhi")
 API_VERSIONS_KEY: Final = 18
@@ -130,6 +132,9 @@ def decode_request(frame: bytes, served: dict[int, tuple[int, int]]) -> tuple[Re
         header, header_size = read_header(view, 0)
         body, body_size = read_body(view, header_size)
         end = header_size + body_size
+    except KeyError:
+        # kio refuses tagged fields its schema does not declare; the protocol says to skip them.
+        header, body, end = _decode_without_unknown_tags(frame, api_key, version)
     except Exception as exc:
         # kio raises KeyError on unknown tagged fields, ValueError/IndexError/struct.error on
         # short or malformed input; all of them mean the peer sent something we cannot read.
@@ -137,6 +142,27 @@ def decode_request(frame: bytes, served: dict[int, tuple[int, int]]) -> tuple[Re
     if end != len(frame):
         raise ProtocolError(f"API {api_key} v{version}: {len(frame) - end} trailing bytes")
     return RequestHeader(api_key, version, correlation_id, header.client_id), body
+
+
+def _decode_without_unknown_tags(frame: bytes, api_key: int, version: int) -> tuple[Any, Any, int]:
+    """Decode again after kio's KeyError, with unknown tagged fields stripped (header first,
+    then the body after it). Returns (header, body, bytes of `frame` consumed); any failure
+    here is a ProtocolError.
+    """
+    read_header, read_body, request_cls = _request_codec(api_key, version)
+    try:
+        header_bytes, header_used = strip_unknown_tagged_fields(
+            frame, request_cls.__header_schema__
+        )
+        body_bytes, body_used = strip_unknown_tagged_fields(frame, request_cls, header_used)
+        clean = memoryview(header_bytes + body_bytes).toreadonly()
+        header, header_size = read_header(clean, 0)
+        body, body_size = read_body(clean, header_size)
+    except Exception as exc:
+        raise ProtocolError(f"cannot decode API {api_key} v{version}: {exc!r}") from exc
+    if header_size + body_size != len(clean):
+        raise ProtocolError(f"API {api_key} v{version}: stripped request not read whole")
+    return header, body, header_used + body_used
 
 
 class ChunkWriter:

@@ -441,19 +441,21 @@ def test_decode_request_empty_tag_sections_decode() -> None:
 
 @pytest.mark.parametrize("tag", [0, 5, 1000])
 @pytest.mark.parametrize("where", ["header", "body"])
-def test_decode_request_unknown_tagged_field_is_protocol_error(tag: int, where: str) -> None:
-    # kio raises KeyError on an unknown tag: the codec must turn it into ProtocolError.
+def test_decode_request_skips_unknown_tagged_fields(tag: int, where: str) -> None:
+    # kio raises KeyError on an unknown tag; the Kafka spec says to skip it, and so do we.
     tagged = b"\x01" + _leb128(tag) + b"\x01z"
     frame = (
         _api_versions_v3_frame(tagged, b"\x00")
         if where == "header"
         else _api_versions_v3_frame(b"\x00", tagged)
     )
-    with pytest.raises(ProtocolError):
-        decode_request(frame, SERVED)
+    header, body = decode_request(frame, SERVED)
+    assert (header.api_key, header.api_version, header.correlation_id) == (18, 3, 9)
+    assert header.client_id == "c"
+    assert (body.client_software_name, body.client_software_version) == ("a", "b")
 
 
-def test_decode_request_unknown_tag_in_nested_struct_is_protocol_error() -> None:
+def test_decode_request_skips_unknown_tag_in_nested_struct() -> None:
     m = _module(3, 12)
     body = m.MetadataRequest(
         topics=(m.MetadataRequestTopic(topic_id=None, name="t"),),
@@ -465,8 +467,15 @@ def test_decode_request_unknown_tag_in_nested_struct_is_protocol_error() -> None
     topic_tags = frame.index(b"\x02t\x00") + 2
     assert frame[topic_tags] == 0
     frame[topic_tags : topic_tags + 1] = b"\x01\x07\x00"  # one tag 7 with an empty value
+    _, decoded = decode_request(bytes(frame), SERVED)
+    assert decoded == body
+
+
+def test_decode_request_malformed_tag_section_is_protocol_error() -> None:
+    # An unknown tag whose declared size runs past the end of the frame.
+    frame = _api_versions_v3_frame(b"\x00", b"\x01\x05\x09z")
     with pytest.raises(ProtocolError):
-        decode_request(bytes(frame), SERVED)
+        decode_request(frame, SERVED)
 
 
 @pytest.mark.parametrize("length_field", [0x7FFFFFFF, -2])

@@ -954,14 +954,16 @@ def test_staged_writes_apply_order_and_truthiness(memory_store: KVStore) -> None
 
     memory_store.transact(fill)
     staged.put(b"a2", b"first")
-    staged.put(b"a2", b"second")  # the last put of a key wins
-    staged.delete_range(b"a", b"b")
-    staged.deletes.append(b"c")
+    staged.put(b"a2", b"second")  # the last put of a key wins...
+    staged.delete_range(b"a", b"b")  # ...until a later range delete covers it
+    staged.put(b"a1", b"again")  # a put after the range delete survives it
+    staged.delete(b"c")
     staged.put(b"d", bytearray(b"new"))
     assert staged
     memory_store.transact(staged.apply)
     memory_store.transact(staged.apply)  # re-runnable, same result
-    assert snapshot(memory_store) == {b"a2": b"second", b"b1": b"old", b"d": b"new"}
+    # The effect is that of applying every mutation in the order it was staged.
+    assert snapshot(memory_store) == {b"a1": b"again", b"b1": b"old", b"d": b"new"}
 
 
 # ------------------------------------------------------------------------------------------
