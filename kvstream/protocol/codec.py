@@ -130,17 +130,16 @@ def decode_request(frame: bytes, served: dict[int, tuple[int, int]]) -> tuple[Re
     try:
         # kio readers return (value, bytes consumed), not an end offset.
         header, header_size = read_header(view, 0)
-        body, body_size = read_body(view, header_size)
-        end = header_size + body_size
+        body, _ = read_body(view, header_size)
     except KeyError:
         # kio refuses tagged fields its schema does not declare; the protocol says to skip them.
-        header, body, end = _decode_without_unknown_tags(frame, api_key, version)
+        header, body, _ = _decode_without_unknown_tags(frame, api_key, version)
     except Exception as exc:
         # kio raises KeyError on unknown tagged fields, ValueError/IndexError/struct.error on
         # short or malformed input; all of them mean the peer sent something we cannot read.
         raise ProtocolError(f"cannot decode API {api_key} v{version}: {exc!r}") from exc
-    if end != len(frame):
-        raise ProtocolError(f"API {api_key} v{version}: {len(frame) - end} trailing bytes")
+    # Bytes after the body are ignored, as Kafka's request parser does: librdkafka 2.16 sends
+    # three extra bytes after an all-topics Metadata v12 body, and Kafka accepts it.
     return RequestHeader(api_key, version, correlation_id, header.client_id), body
 
 

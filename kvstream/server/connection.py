@@ -131,7 +131,7 @@ class Connection:
             slot.done.set()
             return False
         except ProtocolError as exc:
-            log.info("closing %s: %s", self.peer, exc)
+            log.info("closing %s: %s (frame starts %s)", self.peer, exc, frame[:96].hex())
             slot.close = True
             slot.done.set()
             return False
