@@ -777,15 +777,22 @@ def scenario(run: Run, broker: Broker, name: str, fn: Callable[[], Row]) -> Row:
     return row
 
 
+def scenario_names() -> list[str]:
+    names = [f"{op}_{label}" for op in ("produce", "consume") for label, _, _ in PRODUCE_SIZES]
+    return [*names, *(name for name, _ in LATENCY_VARIANTS), "rss"]
+
+
 def bench_broker(run: Run, kind: str, scale: int) -> None:
     broker = Broker(kind)
     try:
         try:
             broker.start()
         except (RuntimeError, TimeoutError, OSError, ValueError, ImportError) as exc:
-            row = run.base(kind, "start")
-            row["error"] = f"{type(exc).__name__}: {exc}"
-            run.emit(row)
+            # One line per scenario, so the failure shows wherever that scenario is looked up.
+            for name in scenario_names():
+                row = run.base(kind, name)
+                row["error"] = f"broker did not start: {type(exc).__name__}: {exc}"
+                run.emit(row)
             return
         tag = uuid.uuid4().hex[:8]
         produced: dict[str, Row] = {}
