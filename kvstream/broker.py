@@ -16,6 +16,8 @@ from pathlib import Path
 import trio
 
 from kvstream.config import BrokerConfig, Listener, topic_config_defaults
+from kvstream.group.classic import GroupConfig
+from kvstream.group.coordinator import GroupCoordinator
 from kvstream.handlers import registry
 from kvstream.log.manager import LogManager, TopicExists
 from kvstream.log.metadata import TopicImage
@@ -38,6 +40,17 @@ class Broker:
         self.served = registry.served_versions()
         self.advertised: Listener = config.advertised_listeners[0]
         self.topic_defaults = topic_config_defaults(config)
+        self.groups = GroupCoordinator.open(
+            store,
+            self.writer,
+            config=GroupConfig(
+                initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+                min_session_timeout_ms=config.group_min_session_timeout_ms,
+                max_session_timeout_ms=config.group_max_session_timeout_ms,
+            ),
+            retention_ms=config.offsets_retention_minutes * 60_000,
+            retention_check_ms=config.offsets_retention_check_interval_ms,
+        )
 
     @property
     def cluster_id(self) -> str:
@@ -90,6 +103,7 @@ class Broker:
 
         async with trio.open_nursery() as nursery:
             await nursery.start(self.writer.run)
+            await nursery.start(self.groups.run)
             bound = await nursery.start(serve_listeners, self, self.config.listeners)
             if self.advertised.port == 0 and bound:
                 self.advertised = Listener(self.advertised.name, bound[0][0], bound[0][1])

@@ -1,0 +1,73 @@
+"""OffsetCommit (API key 8), versions 2-9.
+
+Behaviour: members of a classic group commit with their generation and member id (checked as
+Kafka's GroupCoordinator does: UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS while
+CompletingRebalance, FENCED_INSTANCE_ID); a commit with generation -1 from a non-member is a
+simple commit, allowed while the group is Empty (or does not exist yet). Offsets, leader epoch
+and metadata are stored through the group-commit writer: the response is sent only after the
+LMDB commit that holds them. Unknown topics or partitions get UNKNOWN_TOPIC_OR_PARTITION,
+metadata over 4096 bytes OFFSET_METADATA_TOO_LARGE.
+Not implemented: v2-4's retention_time (offsets.retention.minutes applies).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kvstream.group.coordinator import CommittedOffset, WrongGroupType, _wall_ms
+from kvstream.handlers._common import NO_THROTTLE
+from kvstream.handlers.registry import RequestContext, handles
+from kvstream.storage.base import StorageError
+
+MAX_METADATA_BYTES = 4096  # offset.metadata.max.bytes
+
+
+@handles(8, versions=(2, 9))
+async def offset_commit(ctx: RequestContext, req: Any) -> Any:
+    broker = ctx.broker
+    errors: dict[tuple[str, int], ErrorCode] = {}
+    offsets: dict[tuple[str, int], CommittedOffset] = {}
+    now = _wall_ms()
+    for t in req.topics:
+        topic = broker.logs.topic(t.name)
+        for p in t.partitions:
+            tp = (t.name, int(p.partition_index))
+            meta = p.committed_metadata
+            if topic is None or not 0 <= tp[1] < topic.partitions:
+                errors[tp] = ErrorCode.unknown_topic_or_partition
+            elif meta is not None and len(meta.encode()) > MAX_METADATA_BYTES:
+                errors[tp] = ErrorCode.offset_metadata_too_large
+            else:
+                epoch = int(getattr(p, "committed_leader_epoch", -1))
+                offsets[tp] = CommittedOffset(int(p.committed_offset), epoch, meta, now)
+    if not req.group_id:
+        code = ErrorCode.invalid_group_id
+    else:
+        try:
+            code = await broker.groups.commit_offsets(
+                str(req.group_id),
+                req.member_id,
+                getattr(req, "group_instance_id", None),
+                int(req.generation_id_or_member_epoch),
+                offsets,
+            )
+        except WrongGroupType:
+            code = ErrorCode.inconsistent_group_protocol
+        except StorageError:
+            code = ErrorCode.kafka_storage_error
+    for tp in offsets:
+        errors[tp] = code
+    topics = []
+    for t in req.topics:
+        parts = tuple(
+            ctx.response(
+                "OffsetCommitResponsePartition",
+                partition_index=p.partition_index,
+                error_code=errors[(t.name, int(p.partition_index))],
+            )
+            for p in t.partitions
+        )
+        topics.append(ctx.response("OffsetCommitResponseTopic", name=t.name, partitions=parts))
+    return ctx.response("OffsetCommitResponse", throttle_time=NO_THROTTLE, topics=tuple(topics))
