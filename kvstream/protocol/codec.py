@@ -55,25 +55,54 @@ class RequestHeader:
     client_id: str | None
 
 
+LARGE_FRAME: Final = 64 * 1024
+
+
 class FrameReader:
-    """Accumulates received bytes and yields complete frames (without the size prefix)."""
+    """Accumulates received bytes and yields complete frames (without the size prefix).
+
+    Small frames are cut out of a receive buffer fed with `feed`. A frame of LARGE_FRAME bytes
+    or more gets a buffer of its own as soon as its size prefix is known: the I/O layer asks
+    `receive_buffer()` for the unfilled rest and receives straight into it (no intermediate
+    copies, no fresh allocation per frame: the buffer is reused once the frame was handed
+    out, so a frame must be decoded before the next call to `next_frame`).
+    """
 
     def __init__(self, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size
         self._buf = bytearray()
+        self._big: bytearray | None = None
+        self._big_size = 0
+        self._big_filled = 0
+        self._spare: bytearray | None = None
 
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def receive_buffer(self) -> memoryview | None:
+        """The unfilled part of the large frame being received, or None (then use feed)."""
+        if self._big is None:
+            return None
+        return memoryview(self._big)[self._big_filled : self._big_size]
+
+    def received_into(self, count: int) -> None:
+        self._big_filled += count
+
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + (self._big_filled if self._big is not None else 0)
 
-    def next_frame(self) -> bytes | None:
+    def next_frame(self) -> bytes | memoryview | None:
         """Return the next complete frame, None if more bytes are needed.
 
         Raises ProtocolError for a negative or oversized length prefix, before reading the body.
         """
+        big = self._big
+        if big is not None:
+            if self._big_filled < self._big_size:
+                return None
+            self._big, self._spare = None, big
+            return memoryview(big)[: self._big_size]
         buf = self._buf
         if len(buf) < 4:
             return None
@@ -82,13 +111,22 @@ class FrameReader:
             raise ProtocolError(f"frame size {size} outside [8, {self.max_frame_size}]")
         end = 4 + size
         if len(buf) < end:
+            if size >= LARGE_FRAME:
+                spare = self._spare
+                big = spare if spare is not None and len(spare) >= size else bytearray(size)
+                self._spare = None
+                have = len(buf) - 4
+                big[:have] = memoryview(buf)[4:]
+                buf.clear()
+                self._big, self._big_size, self._big_filled = big, size, have
             return None
-        frame = bytes(buf[4:end])
+        with memoryview(buf) as view:
+            frame = bytes(view[4:end])
         del buf[:end]
         return frame
 
 
-def peek_header(frame: bytes) -> tuple[int, int, int]:
+def peek_header(frame: bytes | memoryview) -> tuple[int, int, int]:
     """(api_key, api_version, correlation_id): the fields every header version starts with."""
     if len(frame) < 8:
         raise ProtocolError("frame shorter than a request header")
@@ -108,7 +146,9 @@ def request_type(api_key: int, version: int) -> type[Any]:
     return _request_codec(api_key, version)[2]
 
 
-def decode_request(frame: bytes, served: dict[int, tuple[int, int]]) -> tuple[RequestHeader, Any]:
+def decode_request(
+    frame: bytes | memoryview, served: dict[int, tuple[int, int]]
+) -> tuple[RequestHeader, Any]:
     """Decode one frame into (header, request body).
 
     `served` maps API key -> (min, max) versions this broker handles. Raises UnsupportedRequest
@@ -143,7 +183,9 @@ def decode_request(frame: bytes, served: dict[int, tuple[int, int]]) -> tuple[Re
     return RequestHeader(api_key, version, correlation_id, header.client_id), body
 
 
-def _decode_without_unknown_tags(frame: bytes, api_key: int, version: int) -> tuple[Any, Any, int]:
+def _decode_without_unknown_tags(
+    frame: bytes | memoryview, api_key: int, version: int
+) -> tuple[Any, Any, int]:
     """Decode again after kio's KeyError, with unknown tagged fields stripped (header first,
     then the body after it). Returns (header, body, bytes of `frame` consumed); any failure
     here is a ProtocolError.

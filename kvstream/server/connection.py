@@ -84,18 +84,29 @@ class Connection:
         frame_timeout = self.broker.config.socket_frame_timeout_ms / 1000
         deadline = math.inf  # set while a frame is partially received
         while True:
-            data = b""
+            received = 0
+            target = self.frames.receive_buffer()
             try:
                 with trio.move_on_at(deadline):
-                    data = await self.stream.receive_some(RECV_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+                    if target is not None:  # a large frame: receive straight into its buffer
+                        received = await self.stream.socket.recv_into(target)
+                    else:
+                        data = await self.stream.receive_some(RECV_SIZE)
+                        received = len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return
-            if not data:
+            finally:
+                if target is not None:
+                    target.release()
+            if not received:
                 if trio.current_time() >= deadline:
                     log.info("closing %s: frame not completed in %.1f s", self.peer, frame_timeout)
                     await slots.send(Slot.closing())
                 return
-            self.frames.feed(data)
+            if target is not None:
+                self.frames.received_into(received)
+            else:
+                self.frames.feed(data)
             while True:
                 try:
                     frame = self.frames.next_frame()
@@ -113,7 +124,7 @@ class Connection:
             if self.frames.buffered and deadline == math.inf:
                 deadline = trio.current_time() + frame_timeout
 
-    def _dispatch(self, nursery: trio.Nursery, frame: bytes, slot: Slot) -> bool:
+    def _dispatch(self, nursery: trio.Nursery, frame: bytes | memoryview, slot: Slot) -> bool:
         """Start handling `frame`; False when the connection must close after `slot`."""
         try:
             header, request = decode_request(frame, self.served)
