@@ -1,6 +1,5 @@
 """Consumer groups with real clients: exactly-once consumption with sync commits, take-over on
-close and on SIGKILL (session timeout), offsets across a broker SIGKILL, kcat -G, admin, static
-membership.
+close and on SIGKILL (session timeout), offsets across a broker SIGKILL, admin, static membership.
 
 Counting rule for "exactly once": a consumer records a batch only after its synchronous commit
 of that batch succeeded (a failed commit drops the batch: it is redelivered). The SIGKILLed
@@ -365,3 +364,145 @@ async def phases_async(
     assert await until(lambda: _total(shared, child_log), 60)
     shared.stop[1] = True
     await asyncio.gather(*tasks)
+
+
+# -- offsets across a broker SIGKILL, admin, static membership --------------------------
+
+
+def consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": SESSION_MS,
+    }
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def consume_n(c: Consumer, n: int, timeout: float = 30.0) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got += [m for m in c.consume(n - len(got), 0.5) if not m.error()]
+    return got
+
+
+def test_committed_offsets_survive_broker_sigkill(gbroker: BrokerProcess) -> None:
+    make_topic(gbroker.bootstrap, "resume", 600)
+    c = consumer(gbroker.bootstrap, "resumers")
+    c.subscribe(["resume"])
+    first = consume_n(c, 250)
+    assert len(first) == 250
+    c.commit(asynchronous=False)
+    positions = {m.partition(): m.offset() + 1 for m in first}  # type: ignore[operator]
+    gbroker.kill()
+    c.close()
+    gbroker.start()
+    again = consumer(gbroker.bootstrap, "resumers")
+    again.subscribe(["resume"])
+    rest = consume_n(again, 350)
+    again.close()
+    assert len(rest) == 350
+    for p in range(PARTITIONS):
+        offsets = [m.offset() for m in rest if m.partition() == p]
+        if offsets:
+            assert min(offsets) == positions.get(p, 0)  # type: ignore[type-var]
+    assert {m.value() for m in first}.isdisjoint({m.value() for m in rest})
+
+
+def test_admin_groups_offsets_lag_and_delete(gbroker: BrokerProcess) -> None:
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    bootstrap = gbroker.bootstrap
+    make_topic(bootstrap, "lagging", 600)
+    c = consumer(bootstrap, "admins", **{"client.id": "adm-client"})
+    c.subscribe(["lagging"])
+    got = consume_n(c, 300)
+    c.commit(asynchronous=False)
+    committed = {m.partition(): m.offset() + 1 for m in got}  # type: ignore[operator]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    listed = admin.list_consumer_groups().result(timeout=10).valid
+    assert "admins" in {g.group_id for g in listed}
+    desc = admin.describe_consumer_groups(["admins"])["admins"].result(timeout=10)
+    assert str(desc.state).endswith("STABLE") and len(desc.members) == 1
+    member = desc.members[0]
+    assert member.client_id == "adm-client"
+    assert {tp.partition for tp in member.assignment.topic_partitions} == set(range(PARTITIONS))
+    request = [ConsumerGroupTopicPartitions("admins")]
+    offsets = admin.list_consumer_group_offsets(request)["admins"].result(timeout=10)
+    fetched = {tp.partition: tp.offset for tp in offsets.topic_partitions}
+    assert {p: o for p, o in fetched.items() if o >= 0} == committed
+    # Lag per partition = log end offset - committed offset, from kafka-python's admin.
+    kadmin = kafka.KafkaAdminClient(bootstrap_servers=bootstrap)
+    reader = kafka.KafkaConsumer(bootstrap_servers=bootstrap, group_id="admins")
+    tps = [kafka.TopicPartition("lagging", p) for p in range(PARTITIONS)]
+    ends = reader.end_offsets(tps)
+    lag = {tp.partition: ends[tp] - (reader.committed(tp) or 0) for tp in tps}
+    reader.close()
+    assert lag == {p: 100 - committed.get(p, 0) for p in range(PARTITIONS)}
+    assert "admins" in str(kadmin.list_groups())
+    # Deleting needs an Empty group.
+    busy = admin.delete_consumer_groups(["admins"])["admins"]
+    with pytest.raises(KafkaException):
+        busy.result(timeout=10)
+    c.close()
+    assert wait_until(
+        lambda: str(admin.describe_consumer_groups(["admins"])["admins"].result(10).state).endswith(
+            "EMPTY"
+        ),
+        20,
+    )
+    admin.delete_consumer_groups(["admins"])["admins"].result(timeout=10)
+    assert "admins" not in {g.group_id for g in admin.list_consumer_groups().result(10).valid}
+    kadmin.close()
+
+
+def test_static_member_restart_keeps_partitions_without_rebalance(gbroker: BrokerProcess) -> None:
+    bootstrap = gbroker.bootstrap
+    make_topic(bootstrap, "static", 60)
+    events: dict[str, list[str]] = {"a": [], "b": []}
+
+    def member(name: str) -> Consumer:
+        c = consumer(bootstrap, "statics", **{"group.instance.id": f"inst-{name}"})
+
+        def on_assign(_c: Any, parts: list[TopicPartition]) -> None:
+            events[name].append("assign:" + ",".join(str(p.partition) for p in parts))
+
+        def on_revoke(_c: Any, parts: list[TopicPartition]) -> None:
+            events[name].append("revoke")
+
+        c.subscribe(["static"], on_assign=on_assign, on_revoke=on_revoke)
+        return c
+
+    a, b = member("a"), member("b")
+    stop = threading.Event()
+
+    def keep_polling(c: Consumer) -> None:
+        while not stop.is_set():
+            c.poll(0.2)
+
+    ta = threading.Thread(target=keep_polling, args=(a,))
+    ta.start()
+    try:
+        assert wait_until(lambda: bool(events["b"]) or (b.poll(0.2) and False), 30)
+        assert wait_until(lambda: len(events["a"]) >= 1 and len(events["b"]) >= 1, 30)
+        # Let the group settle on the generation that has both members.
+        for _ in range(20):
+            b.poll(0.2)
+        before_a = list(events["a"])
+        b_assignment = events["b"][-1]
+        b.close()  # a static member sends no LeaveGroup on close
+        events["b"] = []
+        b2 = member("b")
+        assert wait_until(lambda: bool(events["b"]) or (b2.poll(0.2) and False), 30)
+        assert events["b"][-1] == b_assignment
+        for _ in range(10):
+            b2.poll(0.2)
+        assert events["a"] == before_a, "the other member was rebalanced"
+        b2.close()
+    finally:
+        stop.set()
+        ta.join(10)
+        a.close()
