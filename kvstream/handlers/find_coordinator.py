@@ -4,9 +4,7 @@ Behaviour: this node coordinates every group (key type 0). Transaction coordinat
 do not exist yet: COORDINATOR_NOT_AVAILABLE with a message; transactional clients stop before
 asking, because ApiVersions lists no AddPartitionsToTxn/EndTxn. Share-group keys (type 2) get
 INVALID_REQUEST. Batched keys from v4 (KIP-699).
-Version notes: librdkafka enables LZ4 only when FindCoordinator v0 is advertised, so this API
-is served even before the group coordinator (issue 3) exists; until then JoinGroup and the
-other group APIs are not listed, and clients use assign().
+Version notes: librdkafka also gates LZ4 on FindCoordinator v0 being advertised.
 """
 
 from __future__ import annotations

@@ -133,4 +133,8 @@ def compatibility_markdown() -> str:
 if __name__ == "__main__":
     import sys
 
-    sys.stdout.write(compatibility_markdown())
+    # Run as a script this module is `__main__`, a second copy whose HANDLERS stays empty:
+    # the handler modules register into the imported `kvstream.handlers.registry`.
+    from kvstream.handlers.registry import compatibility_markdown as generate
+
+    sys.stdout.write(generate())
