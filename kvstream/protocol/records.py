@@ -648,8 +648,14 @@ def compress(codec: Compression, data: bytes) -> bytes:
     raise ValueError(f"unknown compression codec {codec}")
 
 
-def _records_section(view: memoryview, header: BatchHeader, limit: int) -> tuple[bytes, int]:
-    """(buffer, start): the uncompressed records, beginning at ``buffer[start]``."""
+def _records_section(
+    view: memoryview, header: BatchHeader, limit: int, keep_view: bool = False
+) -> tuple[bytes | memoryview, int]:
+    """(buffer, start): the uncompressed records, beginning at ``buffer[start]``.
+
+    ``keep_view``: an uncompressed batch is returned as the view itself, not copied (for the C
+    walker; the Python decoders index bytes much faster than a memoryview).
+    """
     end = header.size
     if end != len(view):
         raise InvalidRecordBatch(
@@ -659,7 +665,7 @@ def _records_section(view: memoryview, header: BatchHeader, limit: int) -> tuple
     if codec == Compression.NONE:
         if end - HEADER_SIZE > limit:
             raise InvalidRecordBatch(f"records size {end - HEADER_SIZE} exceeds {limit}")
-        return view.tobytes(), HEADER_SIZE
+        return (view if keep_view else view.tobytes()), HEADER_SIZE
     if header.records_count == 0 and end == HEADER_SIZE:
         return b"", 0  # an empty (e.g. compacted) batch carries no compressed payload
     return decompress(codec, view[HEADER_SIZE:end], limit), 0
@@ -852,9 +858,31 @@ def validate_batch(batch: _Buf, max_uncompressed: int) -> None:
     view = _as_view(batch)
     header = parse_header(view)
     _check_header(header)
-    data, start = _records_section(view, header, max_uncompressed)
+    data, start = _records_section(
+        view, header, max_uncompressed, keep_view=_native_walk is not None
+    )
     max_delta = header.last_offset_delta if header.records_count else -1
-    _walk_records(data, start, len(data), header.records_count, max_delta)
+    _walk(data, start, len(data), header.records_count, max_delta)
+
+
+_native_walk: Callable[[bytes | memoryview, int, int, int, int], None] | None
+try:  # the same walk in C, built from _walk.c when a compiler was available at install time
+    from kvstream.protocol._walk import walk_records as _native_walk
+except ImportError:  # pragma: no cover - depends on the build
+    _native_walk = None
+
+
+def _walk(d: bytes | memoryview, p: int, end: int, count: int, max_delta: int) -> None:
+    """:func:`_walk_records`, through the C walker when it is built (about 50x faster)."""
+    if _native_walk is None:
+        _walk_records(bytes(d), p, end, count, max_delta)
+        return
+    if count > (end - p) // _MIN_RECORD_SIZE:
+        raise InvalidRecordBatch(f"records count {count} does not fit in {end - p} bytes")
+    try:
+        _native_walk(d, p, end, count, max_delta)
+    except ValueError as exc:
+        raise InvalidRecordBatch(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -875,6 +903,7 @@ def iter_records(batch: _Buf, max_uncompressed: int = 64 * 1024 * 1024) -> Itera
     header = parse_header(view)
     _check_header(header)
     data, start = _records_section(view, header, max_uncompressed)
+    assert isinstance(data, bytes)
     return _decode_records(data, start, header)
 
 
