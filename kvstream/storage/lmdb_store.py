@@ -34,6 +34,8 @@ LMDB rules kept here (docs/design-brief.md, "LMDB rules"):
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
@@ -55,6 +57,26 @@ from kvstream.storage.base import (
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+RELEASE_AFTER_READ: Final = 64 * 1024 * 1024
+"""Bytes read through the map between two MADV_DONTNEED calls (see LmdbStore._note_read)."""
+
+
+def _load_madvise() -> Callable[..., int] | None:
+    if not hasattr(os, "sched_getaffinity"):  # not Linux: leave the mappings alone
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        fn = libc.madvise
+    except (OSError, AttributeError):  # pragma: no cover
+        return None
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    fn.restype = ctypes.c_int
+    madvise: Callable[..., int] = fn
+    return madvise
+
+
+_madvise = _load_madvise()
 
 DEFAULT_MAX_MAP_SIZE: Final = 1 << 40
 """Map growth stops here (1 TiB); the next MapFullError is a StorageFullError."""
@@ -181,14 +203,18 @@ def _seek_lt(cur: lmdb.Cursor[bytes], key: bytes) -> bool:
 class _LmdbReadTxn:
     def __init__(self, txn: lmdb.Transaction[bytes]) -> None:
         self._txn = txn
+        self.bytes_read = 0  # value bytes copied out of the map (see LmdbStore.read)
 
     def get(self, key: bytes) -> bytes | None:
         if not key or len(key) > MAX_KEY_SIZE:
             return None
         try:
-            return self._txn.get(key)
+            value = self._txn.get(key)
         except lmdb.Error as exc:
             raise _storage_error(exc, "get") from exc
+        if value is not None:
+            self.bytes_read += len(value)
+        return value
 
     def scan(
         self,
@@ -224,6 +250,7 @@ class _LmdbReadTxn:
                         return
                 elif end is not None and key >= end:
                     return
+                self.bytes_read += len(value)
                 yield key, value
                 if count == limit:
                     return
@@ -246,6 +273,7 @@ class _LmdbReadTxn:
                 found, value = cur.item()
         except lmdb.Error as exc:
             raise _storage_error(exc, "floor") from exc
+        self.bytes_read += len(value)
         return (found, value) if found >= lower else None
 
 
@@ -314,6 +342,8 @@ class LmdbStore:
         self._path = os.fspath(path)
         self._max_map_size = max(max_map_size, map_size)
         self._gate = _SnapshotGate()
+        self._release_lock = threading.Lock()
+        self._read_since_release = 0
         self._write_lock = threading.Lock()
         self._writer_thread = 0
         try:
@@ -366,16 +396,50 @@ class LmdbStore:
                 except lmdb.Error as exc:
                     raise _storage_error(exc, "begin read") from exc
                 else:
+                    reader = _LmdbReadTxn(txn)
                     try:
-                        yield _LmdbReadTxn(txn)
+                        yield reader
                     finally:
                         with contextlib.suppress(lmdb.Error):
                             txn.abort()
+                        self._note_read(reader.bytes_read)
                     return
             finally:
                 self._gate.exit_shared(thread)
             self._resize(0)
         raise StorageError(f"lmdb {self._path!r}: map keeps being resized by another process")
+
+    def _note_read(self, count: int) -> None:
+        """Drop this process's mappings of clean map pages after every RELEASE_AFTER_READ bytes.
+
+        Reads go through the memory map, so every page a consumer reads stays resident in the
+        broker (RSS grows to the size of the data read). The pages are clean file pages (LMDB
+        never writes through the map here, writemap is off): MADV_DONTNEED only unmaps them
+        from this process; they stay in the kernel's page cache and a later read faults them
+        back in. RSS then counts the broker's own memory, as it does for Kafka, whose log
+        files live in the page cache without being mapped.
+        """
+        if not count:
+            return
+        with self._release_lock:
+            self._read_since_release += count
+            if self._read_since_release < RELEASE_AFTER_READ:
+                return
+            self._read_since_release = 0
+        if _madvise is None:
+            return
+        # py-lmdb reports no map address (MDB_FIXEDMAP is off): find the mapping of data.mdb.
+        data_file = os.path.realpath(os.path.join(self._path, "data.mdb"))
+        try:
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+                regions = [
+                    line.split(None, 1)[0] for line in maps if line.rstrip().endswith(data_file)
+                ]
+        except OSError:  # pragma: no cover - advisory only
+            return
+        for region in regions:
+            start, end = (int(x, 16) for x in region.split("-"))
+            _madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED
 
     def transact(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` in one write transaction and commit it (fsync when ``sync=True``).
