@@ -3,7 +3,7 @@
 Run from the repository root:
 
     .venv/bin/python tools/bench.py [--brokers kvstream,tansu] [--quick] [--out FILE]
-                                    [--rounds N] [--partitions P]
+                                    [--rounds N] [--partitions P] [--scenarios a,b,...]
 
 For each broker in turn the tool starts the broker process itself on a free 127.0.0.1 port
 (kvstream with a fresh temporary log.dirs and its defaults, so durable commits are on; Tansu from
@@ -22,6 +22,17 @@ Scenarios (counts divided by 10 with --quick):
   consumer uses librdkafka's default fetch.wait.max.ms=500; ``e2e_latency_fw10`` repeats it with
   fetch.wait.max.ms=10, which tells a broker that wakes a waiting Fetch on arrival from one that
   answers when the wait expires.
+- ``group`` (runs after ``rss``; ``--partitions`` does not apply): a topic of 6 partitions gets
+  600,000 values of 100 B (produced first, not timed); then 3 consumer processes (multiprocessing
+  "spawn") in one group, classic protocol, enable.auto.commit=false, fetch.queue.backoff.ms=1,
+  each committing synchronously after every ``consume()`` batch of at most 1,000 records.
+  ``seconds``: from the signal to subscribe (processes already started) to the commit that
+  brings the last partition to its end offset. Checks: every (partition, offset) read, each
+  member read something, the committed offsets read back after the members closed equal the
+  end offsets; ``duplicates`` (records read twice) fails the check only when no rebalance or
+  commit failure explains it. ``first_assign_s`` and ``first_msg_s`` per member show how much of
+  the time the initial rebalance took (kvstream runs with group.initial.rebalance.delay.ms=3000,
+  Kafka's default and its own).
 - ``rss``: the broker's peak resident set (VmHWM from /proc/<pid>/status) at the end, with the
   current RssAnon/RssFile split and the peak RssAnon sampled every 0.1 s (kvstream's LMDB
   mmap pages count in VmHWM as file pages).
@@ -42,6 +53,8 @@ kvstream/tansu for RSS too (there below 1.0 is better). The exit status is 1 if 
 failed.
 
 MB means 10^6 bytes of values (keys are empty; record and batch overhead is not counted).
+``--scenarios`` (comma list, default all) runs a subset; ``consume_X`` brings ``produce_X``.
+
 Loopback only; every loop has a deadline. This tool must not import kvstream: it measures the
 broker from the outside, as any Kafka client would.
 """
@@ -104,10 +117,21 @@ LATENCY_WARMUP_MSGS = 20
 # answers when the wait expires shows it in the first and not in the second.
 LATENCY_VARIANTS: list[tuple[str, int]] = [("e2e_latency", 500), ("e2e_latency_fw10", 10)]
 
+# Consumer group scenario: GROUP_MEMBERS processes in one group (classic protocol) read a topic of
+# GROUP_PARTITIONS partitions holding GROUP_COUNT values of GROUP_VALUE_BYTES, with a synchronous
+# commit after each batch of at most GROUP_BATCH records.
+GROUP_MEMBERS = 3
+GROUP_PARTITIONS = 6
+GROUP_COUNT = 600_000
+GROUP_VALUE_BYTES = 100
+GROUP_BATCH = 1000
+GROUP_INITIAL_REBALANCE_DELAY_MS = 3000  # Kafka's default, passed to kvstream explicitly
+
 # Deadlines (seconds) for each scenario's loops; generous, but every loop ends.
 PRODUCE_DEADLINE_S = 600.0
 CONSUME_DEADLINE_S = 600.0
 LATENCY_DRAIN_S = 30.0
+GROUP_DEADLINE_S = 300.0
 ADMIN_TIMEOUT_S = 30.0
 RSS_SAMPLE_S = 0.1
 
@@ -258,6 +282,9 @@ class Broker:
                 f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
                 "--override",
                 f"log.dirs={data}",
+                # The default; explicit because the group scenario's figures include it.
+                "--override",
+                f"group.initial.rebalance.delay.ms={GROUP_INITIAL_REBALANCE_DELAY_MS}",
             ]
         raise ValueError(f"unknown broker {self.kind!r}")
 
@@ -690,6 +717,301 @@ def run_latency(
         consumer.close()
 
 
+# --------------------------------------------------------------------------- group scenario
+
+
+def group_ends(count: int, partitions: int) -> list[int]:
+    """End offset of each partition after run_produce's round-robin over ``partitions``."""
+    return [count // partitions + (1 if p < count % partitions else 0) for p in range(partitions)]
+
+
+def group_member(
+    idx: int,
+    bootstrap: str,
+    topic: str,
+    group: str,
+    ends: list[int],
+    ready: Any,
+    go: Any,
+    stop: Any,
+    committed: Any,
+    done_at: Any,
+    results: Any,
+) -> None:
+    """One group member, in its own process (multiprocessing "spawn").
+
+    Subscribes after ``go`` (classic protocol, no auto commit), then per batch of at most
+    GROUP_BATCH records: records every (partition, offset), commits the next offsets
+    synchronously and raises ``committed`` (shared, per partition). The commit that brings every
+    partition to its end sets ``done_at``. Runs until ``stop``; then closes (LeaveGroup) and puts
+    its records, timings and CPU seconds on ``results``.
+    """
+    import array
+
+    partitions = len(ends)
+    offsets = [array.array("q") for _ in range(partitions)]
+    events: list[tuple[float, str, list[int]]] = []
+    errors: list[str] = []
+    commits = 0
+    commit_failures = 0
+    commit_s = 0.0  # time spent waiting in the synchronous commits
+    first_msg: float | None = None
+    out: Row = {"idx": idx}
+    try:
+        cfg = consumer_config(
+            bootstrap,
+            **{"group.id": group, "group.protocol": "classic", "enable.partition.eof": False},
+        )
+
+        def on_assign(_c: Consumer, tps: list[TopicPartition]) -> None:
+            events.append((time.monotonic(), "assign", sorted(tp.partition for tp in tps)))
+
+        def on_revoke(_c: Consumer, tps: list[TopicPartition]) -> None:
+            events.append((time.monotonic(), "revoke", sorted(tp.partition for tp in tps)))
+
+        ready.set()
+        if not go.wait(STARTUP_TIMEOUT_S):
+            raise BenchError("no start signal")
+        out["start"] = time.monotonic()
+        consumer = Consumer(cfg)
+        try:
+            consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+            while not stop.is_set():
+                batch = consumer.consume(num_messages=GROUP_BATCH, timeout=0.1)
+                if not batch:
+                    continue
+                last: dict[int, int] = {}
+                for msg in batch:
+                    err = msg.error()
+                    if err is not None:
+                        if len(errors) < 5:
+                            errors.append(f"consume error: {err}")
+                        continue
+                    p = msg.partition() or 0
+                    off = msg.offset() or 0
+                    offsets[p].append(off)
+                    last[p] = off + 1
+                if not last:
+                    continue
+                if first_msg is None:
+                    first_msg = time.monotonic()
+                tps = [TopicPartition(topic, p, o) for p, o in last.items()]
+                c0 = time.monotonic()
+                try:
+                    answer = consumer.commit(offsets=tps, asynchronous=False)
+                except KafkaException as exc:
+                    commit_failures += 1
+                    if len(errors) < 5:
+                        errors.append(f"commit: {exc}")
+                    continue
+                bad = [tp for tp in answer or [] if tp.error is not None]
+                if bad:
+                    commit_failures += 1
+                    if len(errors) < 5:
+                        errors.append(f"commit: {bad[0].error}")
+                    continue
+                now = time.monotonic()
+                commit_s += now - c0
+                commits += 1
+                with committed.get_lock():
+                    for p, o in last.items():
+                        committed[p] = max(committed[p], o)
+                    if done_at.value == 0.0 and all(
+                        committed[p] >= ends[p] for p in range(partitions)
+                    ):
+                        done_at.value = now
+        finally:
+            consumer.close()
+    except Exception as exc:  # reported by the parent as the scenario's error
+        out["exception"] = f"{type(exc).__name__}: {exc}"
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out |= {
+        "first_msg": first_msg,
+        "events": events,
+        "commits": commits,
+        "commit_failures": commit_failures,
+        "commit_s": commit_s,
+        "errors": errors + list(CLIENT_ERRORS),
+        "offsets": [a.tobytes() for a in offsets],
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+    }
+    results.put(out)
+
+
+def run_group(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    alive: Callable[[], bool],
+    broker_cpu: Callable[[], float | None],
+) -> Row:
+    """GROUP_MEMBERS consumer processes in one group read ``count`` records, committing each batch.
+
+    The records are produced first (not timed). The clock starts when the members are told to
+    subscribe (their processes and imports are ready by then) and stops at the synchronous commit
+    that brings the last partition to its end offset.
+    """
+    import array
+    import multiprocessing
+
+    partitions = GROUP_PARTITIONS
+    t_produce = time.perf_counter()
+    run_produce(bootstrap, topic, count, GROUP_VALUE_BYTES, partitions, alive)
+    produce_s = time.perf_counter() - t_produce
+    ends = group_ends(count, partitions)
+    group = f"bench-group-{uuid.uuid4().hex[:8]}"
+
+    ctx = multiprocessing.get_context("spawn")
+    go, stop = ctx.Event(), ctx.Event()
+    committed = ctx.Array("q", partitions)
+    done_at = ctx.Value("d", 0.0)
+    results = ctx.Queue()
+    readies = [ctx.Event() for _ in range(GROUP_MEMBERS)]
+    procs = [
+        ctx.Process(
+            target=group_member,
+            args=(
+                i,
+                bootstrap,
+                topic,
+                group,
+                ends,
+                readies[i],
+                go,
+                stop,
+                committed,
+                done_at,
+                results,
+            ),
+            name=f"bench-group-member-{i}",
+            daemon=True,
+        )
+        for i in range(GROUP_MEMBERS)
+    ]
+    outs: list[Row] = []
+    try:
+        for proc in procs:
+            proc.start()
+        for ev in readies:
+            if not ev.wait(STARTUP_TIMEOUT_S):
+                raise BenchError("a group member process did not start")
+        cpu0 = broker_cpu()
+        t0 = time.monotonic()
+        go.set()
+        deadline = t0 + GROUP_DEADLINE_S
+        while done_at.value == 0.0:
+            check_alive(alive, "group consume")
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"group deadline: committed {committed[:]} of {ends} after {GROUP_DEADLINE_S} s"
+                )
+            if any(not p.is_alive() for p in procs):
+                raise BenchError("a group member process exited early")
+            time.sleep(0.02)
+        cpu1 = broker_cpu()
+        done = done_at.value
+        stop.set()
+        for _ in procs:
+            outs.append(results.get(timeout=60))
+    finally:
+        stop.set()
+        go.set()
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(10)
+
+    failed = [o["exception"] for o in outs if "exception" in o]
+    if failed:
+        raise BenchError(f"group member failed: {failed[0]}")
+    outs.sort(key=lambda o: o["idx"])
+    seconds = done - t0
+
+    # Exactly once: the union of (partition, offset) read is every offset below the end.
+    delivered = 0
+    duplicates = 0
+    missing = 0
+    for p in range(partitions):
+        seen = array.array("q")
+        for o in outs:
+            seen.frombytes(o["offsets"][p])
+        delivered += len(seen)
+        distinct = set(seen)
+        duplicates += len(seen) - len(distinct)
+        missing += sum(1 for off in range(ends[p]) if off not in distinct)
+        if any(off < 0 or off >= ends[p] for off in distinct):
+            raise BenchError(f"partition {p}: offsets outside 0..{ends[p] - 1} read")
+    # Rebalance events up to the last commit (the members' close revokes everything after it).
+    events = [[e for e in o["events"] if e[0] <= done] for o in outs]
+    assigns = [sum(1 for _, kind, _ in ev if kind == "assign") for ev in events]
+    revokes = [sum(1 for _, kind, parts in ev if kind == "revoke" and parts) for ev in events]
+    commit_failures = sum(o["commit_failures"] for o in outs)
+
+    # The committed offsets as the broker holds them, after the members closed.
+    checker = Consumer(client_config(bootstrap) | {"group.id": group})
+    try:
+        tps = checker.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=ADMIN_TIMEOUT_S
+        )
+    finally:
+        checker.close()
+    final = [tp.offset for tp in sorted(tps, key=lambda tp: tp.partition)]
+
+    row = rate_fields(count, GROUP_VALUE_BYTES, seconds)
+    first = [None if o["first_msg"] is None else round(o["first_msg"] - t0, 3) for o in outs]
+    first_assign = [
+        next(
+            (round(t - t0, 3) for t, kind, parts in o["events"] if kind == "assign" and parts), None
+        )
+        for o in outs
+    ]
+    row |= {
+        "partitions": partitions,
+        "members": GROUP_MEMBERS,
+        "batch": GROUP_BATCH,
+        "produce_s": round(produce_s, 3),
+        "first_assign_s": first_assign,
+        "first_msg_s": first,
+        "delivered": delivered,
+        "duplicates": duplicates,
+        "missing": missing,
+        "records_per_member": [sum(len(b) // 8 for b in o["offsets"]) for o in outs],
+        "assignments": [
+            next((p for _, k, p in reversed(ev) if k == "assign"), None) for ev in events
+        ],
+        "assign_events": assigns,
+        "revocations": revokes,
+        "commits": sum(o["commits"] for o in outs),
+        "commit_failures": commit_failures,
+        "commit_wait_s": [round(o["commit_s"], 3) for o in outs],
+        "committed_end": final,
+        "consumers_cpu_s": round(sum(o["cpu_s"] for o in outs), 3),
+    }
+    known = [f for f in first if f is not None]
+    if known and seconds > min(known):
+        row["after_first_msg_s"] = round(seconds - min(known), 4)
+        row["after_first_msg_msgs_per_s"] = round(count / (seconds - min(known)), 1)
+    if cpu0 is not None and cpu1 is not None:
+        row["group_broker_cpu_s"] = round(cpu1 - cpu0, 3)
+    member_errors = [e for o in outs for e in o["errors"]]
+    if member_errors:
+        row["member_errors"] = member_errors[:5]
+
+    problems = []
+    if missing:
+        problems.append(f"{missing} records never read")
+    if final != ends:
+        problems.append(f"committed offsets {final} != end offsets {ends}")
+    if any(n == 0 for n in row["records_per_member"]):
+        problems.append(f"a member read nothing: {row['records_per_member']}")
+    if duplicates and not commit_failures and all(n <= 1 for n in assigns) and not any(revokes):
+        problems.append(f"{duplicates} records read twice without any rebalance")
+    if problems:
+        raise BenchError("; ".join(problems) + f" (row so far: {json.dumps(row)})")
+    return row
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -746,7 +1068,9 @@ def cpu_meter(broker: Broker, row: Row) -> Iterator[None]:
             row["broker_cpu_s"] = round(broker_s, 3)
             row["broker_sys_s"] = round(b1[1] - b0[1], 3)  # kernel part: syscalls, fsync, copies
             if m0 is not None and m1 is not None:
-                row["other_cpu_s"] = round(max(0.0, (m1 - m0) - (c1 - c0) - broker_s), 3)
+                # The group scenario's member processes are client too (0 elsewhere).
+                client_s = (c1 - c0) + float(row.get("consumers_cpu_s", 0.0))
+                row["other_cpu_s"] = round(max(0.0, (m1 - m0) - client_s - broker_s), 3)
         row["wall_s"] = round(wall, 3)
 
 
@@ -779,10 +1103,43 @@ def scenario(run: Run, broker: Broker, name: str, fn: Callable[[], Row]) -> Row:
 
 def scenario_names() -> list[str]:
     names = [f"{op}_{label}" for op in ("produce", "consume") for label, _, _ in PRODUCE_SIZES]
-    return [*names, *(name for name, _ in LATENCY_VARIANTS), "rss"]
+    return [*names, *(name for name, _ in LATENCY_VARIANTS), "rss", "group"]
 
 
-def bench_broker(run: Run, kind: str, scale: int) -> None:
+def emit_rss(run: Run, broker: Broker) -> None:
+    """The ``rss`` line: the broker's memory figures and data directory size, now."""
+    row = run.base(broker.kind, "rss")
+    hwm = proc_status_kb(broker.pid(), "VmHWM") if broker.alive() else None
+    if hwm is None:
+        row["error"] = "broker not running at the end: VmHWM unreadable"
+    else:
+        row["rss_mb"] = round(hwm / 1024, 1)
+        # Current split at the end: anonymous memory vs mapped files (LMDB's mmap pages
+        # count in RSS as RssFile; they are page cache the kernel can reclaim).
+        for key in ("VmRSS", "RssAnon", "RssFile"):
+            kb = proc_status_kb(broker.pid(), key)
+            if kb is not None:
+                row[f"{key.lower()}_mb"] = round(kb / 1024, 1)
+        row["rssanon_peak_mb"] = round(broker.anon_peak_kb / 1024, 1)
+        cpu = broker.cpu_s()
+        if cpu is not None:
+            row["broker_cpu_total_s"] = round(cpu, 2)
+    data_bytes = sum(f.stat().st_blocks * 512 for f in broker.workdir.rglob("*") if f.is_file())
+    row["data_dir_mb"] = round(data_bytes / MB, 1)
+    run.emit(row)
+
+
+def bench_broker(run: Run, kind: str, scale: int, selected: set[str] | None = None) -> None:
+    """Run the ``selected`` scenarios (default all) against one fresh broker process.
+
+    ``consume_X`` reads the topic ``produce_X`` wrote, so selecting it runs ``produce_X`` too.
+    ``group`` runs last, after ``rss``, so that the older scenarios' figures are unchanged.
+    """
+    if selected is None:
+        selected = set(scenario_names())
+    for label, _, _ in PRODUCE_SIZES:
+        if f"consume_{label}" in selected:
+            selected = selected | {f"produce_{label}"}
     broker = Broker(kind)
     try:
         try:
@@ -790,6 +1147,8 @@ def bench_broker(run: Run, kind: str, scale: int) -> None:
         except (RuntimeError, TimeoutError, OSError, ValueError, ImportError) as exc:
             # One line per scenario, so the failure shows wherever that scenario is looked up.
             for name in scenario_names():
+                if name not in selected:
+                    continue
                 row = run.base(kind, name)
                 row["error"] = f"broker did not start: {type(exc).__name__}: {exc}"
                 run.emit(row)
@@ -797,6 +1156,8 @@ def bench_broker(run: Run, kind: str, scale: int) -> None:
         tag = uuid.uuid4().hex[:8]
         produced: dict[str, Row] = {}
         for label, size, full_count in PRODUCE_SIZES:
+            if f"produce_{label}" not in selected:
+                continue
             count = full_count // scale
             topic = f"bench-{label}-{tag}"
             produced[label] = scenario(
@@ -808,6 +1169,8 @@ def bench_broker(run: Run, kind: str, scale: int) -> None:
                 ),
             )
         for label, size, full_count in PRODUCE_SIZES:
+            if f"consume_{label}" not in selected:
+                continue
             count = full_count // scale
             topic = f"bench-{label}-{tag}"
             if "error" in produced[label]:
@@ -825,6 +1188,8 @@ def bench_broker(run: Run, kind: str, scale: int) -> None:
             )
         lat_count = int(LATENCY_RATE_PER_S * LATENCY_DURATION_S) // scale
         for name, wait_ms in LATENCY_VARIANTS:
+            if name not in selected:
+                continue
             scenario(
                 run,
                 broker,
@@ -839,25 +1204,22 @@ def bench_broker(run: Run, kind: str, scale: int) -> None:
                     broker.alive,
                 ),
             )
-        row = run.base(kind, "rss")
-        hwm = proc_status_kb(broker.pid(), "VmHWM") if broker.alive() else None
-        if hwm is None:
-            row["error"] = "broker not running at the end: VmHWM unreadable"
-        else:
-            row["rss_mb"] = round(hwm / 1024, 1)
-            # Current split at the end: anonymous memory vs mapped files (LMDB's mmap pages
-            # count in RSS as RssFile; they are page cache the kernel can reclaim).
-            for key in ("VmRSS", "RssAnon", "RssFile"):
-                kb = proc_status_kb(broker.pid(), key)
-                if kb is not None:
-                    row[f"{key.lower()}_mb"] = round(kb / 1024, 1)
-            row["rssanon_peak_mb"] = round(broker.anon_peak_kb / 1024, 1)
-            cpu = broker.cpu_s()
-            if cpu is not None:
-                row["broker_cpu_total_s"] = round(cpu, 2)
-        data_bytes = sum(f.stat().st_blocks * 512 for f in broker.workdir.rglob("*") if f.is_file())
-        row["data_dir_mb"] = round(data_bytes / MB, 1)
-        run.emit(row)
+        if "rss" in selected:
+            emit_rss(run, broker)
+        if "group" in selected:
+            scenario(
+                run,
+                broker,
+                "group",
+                partial(
+                    run_group,
+                    broker.bootstrap,
+                    f"bench-group-{tag}",
+                    GROUP_COUNT // scale,
+                    broker.alive,
+                    broker.cpu_s,
+                ),
+            )
     finally:
         broker.stop()
         failed = any(
@@ -914,6 +1276,7 @@ def emit_ratios(run: Run) -> None:
         emit_ratio(run, name, "p99_ms", kvstream_over_tansu=False)
         emit_ratio(run, name, "p50_ms", kvstream_over_tansu=False)
     emit_ratio(run, "rss", "rss_mb", kvstream_over_tansu=True)
+    emit_ratio(run, "group", "msgs_per_s", kvstream_over_tansu=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -932,7 +1295,21 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="repeat the brokers in turn this many times (fresh process each); ratios use medians",
     )
+    parser.add_argument(
+        "--scenarios",
+        default="all",
+        help=f"comma-separated subset of {','.join(scenario_names())} (default all)",
+    )
     args = parser.parse_args(argv)
+    known = scenario_names()
+    if args.scenarios.strip() == "all":
+        selected = set(known)
+    else:
+        selected = {n.strip() for n in args.scenarios.split(",") if n.strip()}
+        for n in sorted(selected - set(known)):
+            parser.error(f"unknown scenario {n!r}")
+        if not selected:
+            parser.error("--scenarios is empty")
     brokers = [b.strip() for b in args.brokers.split(",") if b.strip()]
     for b in brokers:
         if b not in ("kvstream", "tansu"):
@@ -954,7 +1331,7 @@ def main(argv: list[str] | None = None) -> int:
     for round_no in range(1, args.rounds + 1):
         run.round = round_no
         for kind in brokers:
-            bench_broker(run, kind, scale)
+            bench_broker(run, kind, scale, selected)
     emit_ratios(run)
     failed = [r for r in run.rows if "error" in r]
     if failed:
