@@ -46,8 +46,8 @@ CODECS = [C.NONE, C.GZIP, C.ZSTD, C.SNAPPY, C.LZ4]
 def key_of(i: int) -> bytes | None:
     if i < 0:
         return None
-    if i >= 6:  # keys far over the LMDB key limit (511 bytes)
-        return (b"long-key-%d-" % i) * 100
+    if i >= 6:  # keys far over the LMDB key limit (511 bytes), equal but for the last byte
+        return b"long-key-" * 120 + b"%d" % i
     return b"k%d" % i
 
 

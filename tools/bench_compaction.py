@@ -1,0 +1,177 @@
+"""Compaction throughput: build one partition of N MB over K keys, time one full cleaning pass.
+
+    .venv/bin/python tools/bench_compaction.py --mb 64 --keys 10000 --engine lmdb
+
+Batches are written straight into the store (as the broker stores them: offsets stamped, index
+entries beside them), then one forced pass of kvstream.log.compaction runs in slices of
+--slice-bytes, each slice committed in its own transaction. Prints one JSON object: MB/s of log
+cleaned (input bytes of the pass / wall time of map + rewrite + commits), the phases, the slowest
+slice (what a produce waits for at worst on a shared core) and the size before/after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kvstream.log import compaction, keys
+from kvstream.protocol import records
+from kvstream.storage.base import KVStore, WriteTxn
+from kvstream.storage.open import open_store
+
+
+def build(store: KVStore, topic_id: uuid.UUID, args: argparse.Namespace) -> tuple[int, int]:
+    """Append about args.mb MB of batches; returns (log end offset, bytes written)."""
+    rng = random.Random(args.seed)
+    codec = records.Compression[args.codec.upper()]
+    target = args.mb * 1024 * 1024
+    offset = 0
+    total = 0
+    now = 1_700_000_000_000
+    pending: list[tuple[bytes, bytes, bytes, bytes]] = []
+
+    def flush() -> None:
+        items = list(pending)
+
+        def write(txn: WriteTxn) -> None:
+            for bk, batch, ik, index in items:
+                txn.put(bk, batch)
+                txn.put(ik, index)
+
+        store.transact(write)
+        pending.clear()
+
+    while total < target:
+        recs: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = []
+        for _ in range(args.batch_records):
+            key = b"key-%08d" % rng.randrange(args.keys)
+            tomb = rng.random() < args.tombstones
+            value = None if tomb else rng.randbytes(args.value_size)
+            recs.append((key, value, []))
+        raw = bytearray(records.build_batch(recs, base_timestamp=now, compression=codec))
+        records.stamp(raw, offset, 0)
+        h = records.parse_header(raw)
+        index = keys.INDEX_VALUE.pack(
+            h.last_offset, h.max_timestamp, len(raw), -1, -1, -1, h.records_count, h.attributes
+        )
+        pending.append(
+            (
+                keys.batch_key(topic_id, 0, offset),
+                bytes(raw),
+                keys.index_key(topic_id, 0, offset),
+                index,
+            )
+        )
+        if len(pending) >= 256:
+            flush()
+        offset = h.last_offset + 1
+        total += len(raw)
+    flush()
+    return offset, total
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(tmp, args.engine, sync=False)
+        try:
+            topic_id = uuid.uuid4()
+            t0 = time.perf_counter()
+            end, size = build(store, topic_id, args)
+            build_s = time.perf_counter() - t0
+            config = compaction.CompactionConfig(min_cleanable_dirty_ratio=0.0)
+            now = 1_700_000_000_000 + 1
+            t0 = time.perf_counter()
+            cp = compaction.begin_pass(
+                store,
+                topic_id,
+                0,
+                log_start_offset=0,
+                log_end_offset=end,
+                now_ms=now,
+                config=config,
+                force=True,
+            )
+            assert cp is not None
+            t_begin = time.perf_counter() - t0
+            slowest = 0.0
+            t1 = time.perf_counter()
+            while True:
+                s0 = time.perf_counter()
+                done = compaction.map_slice(store, cp, args.slice_bytes)
+                slowest = max(slowest, time.perf_counter() - s0)
+                if done:
+                    break
+            t_map = time.perf_counter() - t1
+            cursor: int | None = cp.clean_start
+            read = written = removed = slices = 0
+            t2 = time.perf_counter()
+            while cursor is not None:
+                s0 = time.perf_counter()
+                sl = compaction.clean_slice(store, cp, cursor, args.slice_bytes)
+                staged = sl.writes
+                if staged:
+                    store.transact(staged.apply)
+                slowest = max(slowest, time.perf_counter() - s0)
+                read += sl.bytes_read
+                written += sl.bytes_written
+                removed += sl.records_removed
+                slices += 1
+                cursor = sl.cursor
+            t_clean = time.perf_counter() - t2
+            total_s = time.perf_counter() - t0
+            mb = read / 1e6
+            return {
+                "engine": args.engine,
+                "codec": args.codec,
+                "keys": args.keys,
+                "value_size": args.value_size,
+                "batch_records": args.batch_records,
+                "log_mb": round(size / 1e6, 2),
+                "log_records": end,
+                "cleaned_mb": round(mb, 2),
+                "after_mb": round(written / 1e6, 2),
+                "records_removed": removed,
+                "distinct_keys_mapped": len(cp.offset_map),
+                "seconds": round(total_s, 3),
+                "mb_per_s": round(mb / total_s, 1),
+                "phases_s": {
+                    "begin": round(t_begin, 3),
+                    "map": round(t_map, 3),
+                    "rewrite_and_commit": round(t_clean, 3),
+                },
+                "slices": slices,
+                "slice_bytes": args.slice_bytes,
+                "slowest_slice_ms": round(slowest * 1000, 1),
+                "build_s": round(build_s, 2),
+            }
+        finally:
+            store.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--engine", choices=["memory", "lmdb"], default="lmdb")
+    ap.add_argument("--mb", type=int, default=64, help="partition size to build, MB")
+    ap.add_argument("--keys", type=int, default=10_000, help="distinct keys")
+    ap.add_argument("--value-size", type=int, default=100)
+    ap.add_argument("--batch-records", type=int, default=100)
+    ap.add_argument(
+        "--codec", default="none", choices=[c.name.lower() for c in records.Compression]
+    )
+    ap.add_argument("--tombstones", type=float, default=0.01, help="fraction of tombstones")
+    ap.add_argument("--slice-bytes", type=int, default=1 << 20)
+    ap.add_argument("--seed", type=int, default=1)
+    print(json.dumps(run(ap.parse_args()), indent=2))
+
+
+if __name__ == "__main__":
+    main()
