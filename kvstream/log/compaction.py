@@ -284,39 +284,93 @@ def _records_data(batch: bytes, header: records.BatchHeader, limit: int) -> tupl
     return records.decompress(codec, memoryview(batch)[records.HEADER_SIZE :], limit), 0
 
 
+def _zigzag(v: int) -> int:
+    return (v >> 1) ^ -(v & 1)
+
+
+# Zigzag varints of one or two bytes: _ZZ[b] for b < 0x80, _ZZ[b1 + (b2 << 7)] for b1 >= 0x80,
+# b2 < 0x80 (indices 128..16511 do not overlap the one-byte ones).
+_ZZ: Final = tuple(
+    [_zigzag(b) for b in range(128)]
+    + [_zigzag((i & 0x7F) | (((i >> 7) - 1) << 7)) for i in range(128, 128 + 128 * 128)]
+)
+
+
 def _parse_records(d: bytes, p: int, header: records.BatchHeader) -> list[_Raw]:
-    """Every record's position, timestamp delta, offset delta, key and tombstone flag."""
+    """Every record's position, timestamp delta, offset delta, key and tombstone flag.
+
+    One- and two-byte varints are decoded inline through :data:`_ZZ`, longer ones by
+    :func:`_varint`.
+    """
     out: list[_Raw] = []
+    append = out.append
+    zz = _ZZ
+    varint = _varint
     end = len(d)
     prev = -1
     max_delta = header.last_offset_delta
     try:
         for _ in range(header.records_count):
-            length, q = _varint(d, p)
+            b = d[p]
+            if b < 0x80:
+                length = zz[b]
+                q = p + 1
+            elif d[p + 1] < 0x80:
+                length = zz[b + (d[p + 1] << 7)]
+                q = p + 2
+            else:
+                length, q = varint(d, p)
             rend = q + length
             if length < 6 or rend > end:
                 raise records.InvalidRecordBatch(f"bad record length {length}")
-            ts_delta, q = _varint(d, q + 1)
+            q += 1  # record attributes
+            b = d[q]
+            if b < 0x80:
+                ts_delta = zz[b]
+                q += 1
+            else:
+                ts_delta, q = varint(d, q)
             ts_end = q
-            delta, q = _varint(d, q)
+            b = d[q]
+            if b < 0x80:
+                delta = zz[b]
+                q += 1
+            elif d[q + 1] < 0x80:
+                delta = zz[b + (d[q + 1] << 7)]
+                q += 2
+            else:
+                delta, q = varint(d, q)
             if delta <= prev or delta > max_delta:
                 raise records.InvalidRecordBatch(f"bad offset delta {delta}")
             prev = delta
-            n, q = _varint(d, q)
+            b = d[q]
+            if b < 0x80:
+                n = zz[b]
+                q += 1
+            else:
+                n, q = varint(d, q)
             key: bytes | None = None
             if n >= 0:
                 key = d[q : q + n]
                 q += n
             elif n != -1:
                 raise records.InvalidRecordBatch(f"bad key length {n}")
-            n, q = _varint(d, q)
+            b = d[q]
+            if b < 0x80:
+                n = zz[b]
+                q += 1
+            elif d[q + 1] < 0x80:
+                n = zz[b + (d[q + 1] << 7)]
+                q += 2
+            else:
+                n, q = varint(d, q)
             if n > 0:
                 q += n
             elif n < -1:
                 raise records.InvalidRecordBatch(f"bad value length {n}")
             if q > rend:
                 raise records.InvalidRecordBatch("record fields overrun its length")
-            out.append((p, rend, ts_end, ts_delta, delta, key, n == -1))
+            append((p, rend, ts_end, ts_delta, delta, key, n == -1))
             p = rend
     except IndexError:
         raise records.InvalidRecordBatch("record truncated") from None
