@@ -834,11 +834,19 @@ def _walk_records(d: bytes, p: int, end: int, count: int, max_delta: int) -> Non
         raise InvalidRecordBatch(f"offset delta {prev} beyond last offset delta {max_delta}")
 
 
-def _check_header(header: BatchHeader) -> None:
+def _check_header(header: BatchHeader, client_batch: bool = True) -> None:
+    """Header sanity. ``client_batch``: also require the dense offset deltas producers send
+    (lastOffsetDelta == recordsCount - 1). Stored batches rewritten by compaction keep their
+    original offsets and so have gaps; readers pass False (Kafka's reader allows gaps too)."""
     count = header.records_count
     if count < 0:
         raise InvalidRecordBatch(f"negative records count {count}")
-    if count > 0 and not header.is_control and header.last_offset_delta != count - 1:
+    if (
+        client_batch
+        and count > 0
+        and not header.is_control
+        and header.last_offset_delta != count - 1
+    ):
         raise InvalidRecordBatch(
             f"last offset delta {header.last_offset_delta} does not match count {count}"
         )
@@ -901,7 +909,7 @@ def iter_records(batch: _Buf, max_uncompressed: int = 64 * 1024 * 1024) -> Itera
     """
     view = _as_view(batch)
     header = parse_header(view)
-    _check_header(header)
+    _check_header(header, client_batch=False)
     data, start = _records_section(view, header, max_uncompressed)
     assert isinstance(data, bytes)
     return _decode_records(data, start, header)
