@@ -78,6 +78,28 @@ class Broker:
             return topic.configs[name]
         return self.topic_defaults.get(name)
 
+    # -- retention (cleanup.policy=delete) ----------------------------------------------------
+
+    async def run_retention(self, now_ms: int | None = None) -> dict[tuple[str, int], int]:
+        """Apply retention.ms / retention.bytes to every topic now, as one group-commit
+        operation; returns the new log start offset of each partition that moved."""
+        return await self.writer.submit(self.logs.retention_op(self.topic_config, now_ms)).wait()
+
+    async def _retention_loop(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        interval_s = self.config.log_retention_check_interval_ms / 1000
+        task_status.started()
+        while True:
+            await trio.sleep(interval_s)
+            try:
+                moved = await self.run_retention()
+            except Exception:  # a failed commit is retried at the next interval
+                log.exception("retention check failed")
+                continue
+            for (topic, partition), start in moved.items():
+                log.info("retention: %s-%d now starts at offset %d", topic, partition, start)
+
     # -- waiting for data ----------------------------------------------------------------------
 
     async def wait_for_appends(self, logs: Sequence[PartitionLog], timeout_s: float) -> None:
@@ -104,6 +126,7 @@ class Broker:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.writer.run)
             await nursery.start(self.groups.run)
+            await nursery.start(self._retention_loop)
             bound = await nursery.start(serve_listeners, self, self.config.listeners)
             if self.advertised.port == 0 and bound:
                 self.advertised = Listener(self.advertised.name, bound[0][0], bound[0][1])

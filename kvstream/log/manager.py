@@ -2,7 +2,8 @@
 
 OWNS: the store's format check, replaying the metadata log into the image, the set of partition
 logs, and the write operations that change them (create/delete topic, append, allocate a
-producer id), each built as an `Operation` for the group-commit writer.
+producer id, alter topic configs, grow partitions, truncate the front of a log for
+DeleteRecords and retention), each built as an `Operation` for the group-commit writer.
 MUST NOT KNOW: sockets or wire messages (handlers translate), trio beyond the writer's types.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kvstream.log import keys
@@ -19,10 +22,13 @@ from kvstream.log.metadata import (
     TopicImage,
     decode_record,
     encode_record,
+    partitions_record,
     remove_topic_record,
+    topic_configs_record,
     topic_record,
 )
-from kvstream.log.partition import AppendError, PartitionLog, StagedAppend
+from kvstream.log.partition import AppendError, IndexEntry, PartitionLog, StagedAppend
+from kvstream.log.retention import policy_of, retention_cut
 from kvstream.log.txn import StagedWrites
 from kvstream.log.writer import Operation
 from kvstream.storage.base import KVStore
@@ -34,6 +40,18 @@ class StoreFormatError(Exception):
 
 class TopicExists(Exception):
     pass
+
+
+class Refused(Exception):
+    """An operation refused for a Kafka reason; `code` is the Kafka error code name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# (topic, config name) -> effective value (the override, else the broker's default)
+ConfigLookup = Callable[[TopicImage, str], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +69,7 @@ class LogManager:
         self.next_producer_id = 0
         self._pending_topics: set[str] = set()
         self._deleting: set[uuid.UUID] = set()
+        self._growing: dict[uuid.UUID, int] = {}
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -192,5 +211,147 @@ class LogManager:
         def rollback() -> None:
             # Ids handed out in a failed group are skipped, never reused: harmless.
             pass
+
+        return Operation(stage, publish, rollback)
+
+    # -- topic configuration and partition growth (metadata records) --------------------------
+
+    def _stage_metadata(self, staged: StagedWrites, record: dict[str, Any]) -> None:
+        staged.put(keys.metadata_key(self.image.next_offset), encode_record(record))
+        self.image.next_offset += 1  # reserved; publish/rollback give it back before apply
+
+    def alter_topic_configs_op(
+        self, topic: TopicImage, configs: dict[str, str]
+    ) -> Operation[TopicImage]:
+        """Replace the topic's config overrides with `configs` (the whole set)."""
+        record = topic_configs_record(topic.topic_id, configs)
+
+        def stage(staged: StagedWrites) -> None:
+            if topic.topic_id not in self.image.by_id or topic.topic_id in self._deleting:
+                raise Refused("UNKNOWN_TOPIC_OR_PARTITION", f"topic {topic.name!r} was deleted")
+            self._stage_metadata(staged, record)
+
+        def publish(_: Any) -> TopicImage:
+            self.image.next_offset -= 1
+            self.image.apply(record)
+            return topic
+
+        def rollback() -> None:
+            self.image.next_offset -= 1
+
+        return Operation(stage, publish, rollback)
+
+    def create_partitions_op(self, topic: TopicImage, count: int) -> Operation[TopicImage]:
+        """Grow `topic` to `count` partitions (never shrinks: INVALID_PARTITIONS)."""
+        record = partitions_record(topic.topic_id, count)
+        tid = topic.topic_id
+        current = topic.partitions
+
+        def stage(staged: StagedWrites) -> None:
+            if tid not in self.image.by_id or tid in self._deleting:
+                raise Refused("UNKNOWN_TOPIC_OR_PARTITION", f"topic {topic.name!r} was deleted")
+            have = max(topic.partitions, self._growing.get(tid, 0))
+            if count <= have:
+                raise Refused(
+                    "INVALID_PARTITIONS", f"Topic already has {have} partitions, asked for {count}."
+                )
+            self._growing[tid] = count
+            self._stage_metadata(staged, record)
+            for p in range(have, count):
+                PartitionLog(self.store, tid, p).stage_create(staged)
+
+        def publish(_: Any) -> TopicImage:
+            self._growing.pop(tid, None)
+            self.image.next_offset -= 1
+            self.image.apply(record)
+            for p in range(current, topic.partitions):
+                self.partitions.setdefault((tid, p), PartitionLog(self.store, tid, p))
+            return topic
+
+        def rollback() -> None:
+            self._growing.pop(tid, None)
+            self.image.next_offset -= 1
+
+        return Operation(stage, publish, rollback)
+
+    # -- truncating the front: DeleteRecords and retention share stage_truncate_front ----------
+
+    def _check_live(self, log: PartitionLog) -> None:
+        gone = self.partitions.get((log.topic_id, log.partition)) is not log
+        if gone or log.topic_id in self._deleting:
+            raise Refused("UNKNOWN_TOPIC_OR_PARTITION", "the topic was deleted")
+
+    def delete_records_op(self, log: PartitionLog, offset: int) -> Operation[int]:
+        """DeleteRecords: move the log start to `offset` (-1: the high watermark); the result
+        is the new low watermark. Beyond the high watermark: OFFSET_OUT_OF_RANGE."""
+
+        def stage(staged: StagedWrites) -> int:
+            self._check_live(log)
+            hw = log.end_offset
+            target = hw if offset == -1 else offset
+            if target < 0 or target > hw:
+                raise Refused(
+                    "OFFSET_OUT_OF_RANGE",
+                    f"offset {offset} is outside [0, high watermark {hw}] of partition "
+                    f"{log.partition}",
+                )
+            return log.stage_truncate_front(target, staged)
+
+        def publish(low_watermark: int) -> int:
+            log.commit_staged()
+            return low_watermark
+
+        return Operation(stage, publish, log.abort_staged)
+
+    def retention_op(
+        self, config: ConfigLookup, now_ms: int | None = None
+    ) -> Operation[dict[tuple[str, int], int]]:
+        """Apply every topic's delete policy (retention.ms, retention.bytes) in one commit.
+
+        The result maps (topic, partition) to the new log start of each partition that moved.
+        Decisions are made while staging, from the committed index, so they never race appends.
+        """
+
+        def stage(staged: StagedWrites) -> dict[tuple[str, int], int]:
+            now = int(time.time() * 1000) if now_ms is None else now_ms
+            moved: dict[tuple[str, int], int] = {}
+            for topic in list(self.image.topics.values()):
+                if topic.topic_id in self._deleting:
+                    continue
+                policy = policy_of(partial(config, topic))
+                if policy is None or policy.unlimited:
+                    continue
+                for p in range(topic.partitions):
+                    log = self.partitions.get((topic.topic_id, p))
+                    if log is None:
+                        continue
+                    with self.store.read() as txn:
+                        lo = keys.partition_prefix(keys.INDEX, topic.topic_id, p)
+                        cut = retention_cut(
+                            (
+                                IndexEntry.decode(keys.offset_of(k), v)
+                                for k, v in txn.scan(lo, keys.prefix_end(lo))
+                            ),
+                            log.next_log_start,
+                            now,
+                            policy,
+                        )
+                    if cut is not None:
+                        moved[(topic.name, p)] = log.stage_truncate_front(cut, staged)
+                        touched.append(log)
+            return moved
+
+        touched: list[PartitionLog] = []
+
+        def publish(moved: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+            for log in touched:
+                log.commit_staged()
+            touched.clear()
+            return moved
+
+        def rollback() -> None:
+            for log in touched:
+                log.abort_staged()
+            touched.clear()
 
         return Operation(stage, publish, rollback)

@@ -12,6 +12,11 @@ Record shapes (format version 1):
   {"type": "topic", "name": str, "id": uuid-hex, "partitions": int, "configs": {str: str}}
   {"type": "remove_topic", "id": uuid-hex}
   {"type": "topic_configs", "id": uuid-hex, "configs": {str: str}}   (replaces the overrides)
+  {"type": "partitions", "id": uuid-hex, "count": int}   (grows the topic to `count` partitions)
+
+`topic_configs` is written by AlterConfigs and IncrementalAlterConfigs (the whole override set
+after the change, so replay needs no earlier record); `partitions` by CreatePartitions (counts
+only ever grow; the new partitions' state keys are written in the same commit).
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ class MetadataImage:
             target = self.by_id.get(uuid.UUID(hex=record["id"]))
             if target is not None:
                 target.configs = dict(record["configs"])
+        elif kind == "partitions":
+            grown = self.by_id.get(uuid.UUID(hex=record["id"]))
+            if grown is not None:
+                grown.partitions = max(grown.partitions, int(record["count"]))
         else:
             raise ValueError(f"unknown metadata record type {kind!r}")
         self.next_offset += 1
@@ -85,3 +94,11 @@ def topic_record(
 
 def remove_topic_record(topic_id: uuid.UUID) -> dict[str, Any]:
     return {"type": "remove_topic", "id": topic_id.hex}
+
+
+def topic_configs_record(topic_id: uuid.UUID, configs: dict[str, str]) -> dict[str, Any]:
+    return {"type": "topic_configs", "id": topic_id.hex, "configs": dict(configs)}
+
+
+def partitions_record(topic_id: uuid.UUID, count: int) -> dict[str, Any]:
+    return {"type": "partitions", "id": topic_id.hex, "count": count}

@@ -67,6 +67,7 @@ class PartitionLog:
         self.log_start_offset = 0
         self.end_offset = 0
         self.next_offset = 0
+        self.next_log_start = 0  # staged log start (DeleteRecords, retention) in this group
         self.producers: dict[int, ProducerEntry] = {}
         self.staged_producers: dict[int, ProducerEntry] = {}
         self.listeners: set[Callable[[], None]] = set()
@@ -86,6 +87,7 @@ class PartitionLog:
             for key, value in txn.scan(lo, keys.prefix_end(lo)):
                 log.producers[keys.offset_of(key)] = ProducerEntry.decode(value)
         log.next_offset = log.end_offset
+        log.next_log_start = log.log_start_offset
         return log
 
     def stage_create(self, staged: StagedWrites) -> None:
@@ -155,6 +157,10 @@ class PartitionLog:
         ListOffsets never answers an offset at or above it)."""
         hw = self.high_watermark
         return [e for e in self.index_entries() if e.base_offset < hw]
+
+    def size_bytes(self) -> int:
+        """Bytes of the stored batches (DescribeLogDirs, retention.bytes)."""
+        return sum(e.size for e in self.index_entries())
 
     def _batch(self, base_offset: int) -> bytes | None:
         with self.store.read() as txn:
@@ -296,18 +302,50 @@ class PartitionLog:
         self.next_offset = next_offset
         staged.put(
             keys.partition_state_key(self.topic_id, self.partition),
-            keys.PARTITION_STATE.pack(self.log_start_offset, self.next_offset),
+            keys.PARTITION_STATE.pack(self.next_log_start, self.next_offset),
         )
         return StagedAppend(base_offset, next_offset - 1, append_time, False)
+
+    # -- truncating the front (DeleteRecords, retention) ---------------------------------------
+
+    def stage_truncate_front(self, offset: int, staged: StagedWrites) -> int:
+        """Move the log start offset forward to `offset` and stage the range delete of every
+        batch (and its index entry) that lies wholly below it; returns the new log start.
+
+        Never moves the start backwards and never past the committed end offset. A batch that
+        contains `offset` stays whole (a fetch from the new start gets that batch and the client
+        skips the records before its offset, as with any offset inside a batch). Producer state
+        and the epoch table are kept: offsets are never reused.
+        """
+        target = min(offset, self.end_offset)
+        if target <= self.next_log_start:
+            return self.next_log_start
+        cut = target
+        with self.store.read() as txn:
+            floor = txn.floor(keys.index_key(self.topic_id, self.partition, target), self._index_lo)
+            if floor is not None:
+                entry = IndexEntry.decode(keys.offset_of(floor[0]), floor[1])
+                if entry.last_offset >= target:
+                    cut = entry.base_offset
+        staged.delete_range(self._batch_lo, keys.batch_key(self.topic_id, self.partition, cut))
+        staged.delete_range(self._index_lo, keys.index_key(self.topic_id, self.partition, cut))
+        self.next_log_start = target
+        staged.put(
+            keys.partition_state_key(self.topic_id, self.partition),
+            keys.PARTITION_STATE.pack(self.next_log_start, self.next_offset),
+        )
+        return target
 
     def commit_staged(self) -> None:
         """The group holding the staged appends is durable: publish it."""
         self.producers.update(self.staged_producers)
         self.staged_producers.clear()
         self.end_offset = self.next_offset
+        self.log_start_offset = self.next_log_start
         for notify in list(self.listeners):
             notify()
 
     def abort_staged(self) -> None:
         self.staged_producers.clear()
         self.next_offset = self.end_offset
+        self.next_log_start = self.log_start_offset
