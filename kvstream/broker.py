@@ -17,6 +17,7 @@ import trio
 
 from kvstream.config import BrokerConfig, Listener, topic_config_defaults
 from kvstream.group.classic import GroupConfig
+from kvstream.group.consumer import ConsumerGroupConfig
 from kvstream.group.coordinator import GroupCoordinator
 from kvstream.handlers import registry
 from kvstream.log.manager import LogManager, TopicExists
@@ -50,6 +51,12 @@ class Broker:
             ),
             retention_ms=config.offsets_retention_minutes * 60_000,
             retention_check_ms=config.offsets_retention_check_interval_ms,
+            consumer_config=ConsumerGroupConfig(
+                session_timeout_ms=config.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms=config.group_consumer_heartbeat_interval_ms,
+                max_size=config.group_consumer_max_size,
+            ),
+            metadata=lambda: self.logs.image,
         )
 
     @property

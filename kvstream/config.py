@@ -623,6 +623,14 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
        "Smallest session timeout a classic group member may ask for."),
     _b("group.max.session.timeout.ms", "INT", "1800000", "applies",
        "Largest session timeout a classic group member may ask for."),
+    _b("group.consumer.session.timeout.ms", "INT", "45000", "applies",
+       "Session timeout of KIP-848 consumer group members: a member silent this long is fenced.",
+       _at_least(1)),
+    _b("group.consumer.heartbeat.interval.ms", "INT", "5000", "applies",
+       "Heartbeat interval the coordinator tells KIP-848 consumer group members to use.",
+       _at_least(1)),
+    _b("group.consumer.max.size", "INT", "2147483647", "applies",
+       "Most members a KIP-848 consumer group may have.", _at_least(1)),
     _b("offsets.retention.minutes", "INT", "10080", "applies",
        "Committed offsets of an empty group are deleted after this long.", _at_least(1)),
     _b("offsets.retention.check.interval.ms", "LONG", "600000", "applies",
@@ -1022,6 +1030,18 @@ class BrokerConfig:
     @property
     def group_max_session_timeout_ms(self) -> int:
         return self.get_int("group.max.session.timeout.ms")
+
+    @property
+    def group_consumer_session_timeout_ms(self) -> int:
+        return self.get_int("group.consumer.session.timeout.ms")
+
+    @property
+    def group_consumer_heartbeat_interval_ms(self) -> int:
+        return self.get_int("group.consumer.heartbeat.interval.ms")
+
+    @property
+    def group_consumer_max_size(self) -> int:
+        return self.get_int("group.consumer.max.size")
 
     @property
     def offsets_retention_minutes(self) -> int:

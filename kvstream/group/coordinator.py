@@ -1,11 +1,32 @@
-"""The group coordinator: the Trio shell around the pure classic state machine, plus offsets.
+"""The group coordinator: the Trio shell around the pure group state machines, plus offsets.
 
-OWNS: the registry of groups by id (one protocol per id), parking JoinGroup/SyncGroup callers
-until the state machine answers, the timer task (one heap, woken by a trio.Event, on
-`trio.current_time` so MockClock/autojump_clock drive it in tests), committed offsets (durable
-through the GroupCommitWriter: a commit is acknowledged after the LMDB commit), loading them at
-start-up, and offset retention for empty groups (offsets.retention.minutes).
-MUST NOT KNOW: wire encoding (handlers), group protocol rules (`classic`).
+OWNS: the registry of groups by id (one protocol per id: a `classic.ClassicGroup` or a KIP-848
+`consumer.ConsumerGroup`), parking JoinGroup/SyncGroup callers until the classic state machine
+answers, the timer task (one heap, woken by a trio.Event, on `trio.current_time` so
+MockClock/autojump_clock drive it in tests; consumer-group timers are kept under kinds prefixed
+"c:"), the topic image handed to consumer groups (rebuilt when the metadata log moves, passed
+with every ConsumerGroupHeartbeat), committed offsets (durable through the GroupCommitWriter: a
+commit is acknowledged after the LMDB commit), loading them at start-up, and offset retention for
+empty groups (offsets.retention.minutes).
+MUST NOT KNOW: wire encoding (handlers), group protocol rules (`classic`, `consumer`).
+
+One id, one protocol (Kafka's GroupMetadataManager with group.consumer.migration.policy=disabled,
+i.e. no online upgrade or downgrade and no classic members inside a consumer group):
+- ConsumerGroupHeartbeat for an id held by a classic group with members: GROUP_ID_NOT_FOUND. An
+  EMPTY classic group (for example one that only holds committed offsets) is converted by a
+  joining heartbeat (epoch 0) as Kafka's maybeDeleteEmptyClassicGroup does: the classic group is
+  replaced by a consumer group and the committed offsets stay with the id.
+- JoinGroup for an id held by a consumer group with members: INCONSISTENT_GROUP_PROTOCOL (Kafka
+  4.x would take a "consumer" protocol member into the consumer group as a classic member; that
+  mixed mode is not implemented). An EMPTY consumer group is replaced by a classic group, as
+  Kafka's maybeDeleteEmptyConsumerGroup does; offsets stay.
+- SyncGroup, Heartbeat, LeaveGroup against a consumer group: UNKNOWN_MEMBER_ID (Kafka: the member
+  does not use the classic protocol). DeleteGroups, OffsetDelete, OffsetCommit and OffsetFetch
+  serve both kinds.
+- Deviation: a ConsumerGroupHeartbeat with an epoch above 0 for an id with no group (or an empty
+  classic group that never had a protocol, such as the offsets-only groups loaded at start-up)
+  gets UNKNOWN_MEMBER_ID, not Kafka's GROUP_ID_NOT_FOUND: membership does not survive a restart
+  here, and UNKNOWN_MEMBER_ID makes the member rejoin with epoch 0.
 
 What survives a restart: committed offsets (key prefix 0x07, see kvstream/log/keys.py). Group
 membership does not: after a restart members get UNKNOWN_MEMBER_ID on their next heartbeat and
@@ -20,16 +41,19 @@ import logging
 import struct
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 from kio.schema.errors import ErrorCode
 
 from kvstream.group import classic
+from kvstream.group import consumer as cg
 from kvstream.group.classic import ClassicGroup, GroupConfig, GroupState
+from kvstream.group.consumer import ConsumerGroup, ConsumerGroupConfig
 from kvstream.log import keys
+from kvstream.log.metadata import MetadataImage
 from kvstream.log.txn import StagedWrites
 from kvstream.log.writer import GroupCommitWriter, Operation
 from kvstream.storage.base import KVStore
@@ -61,6 +85,8 @@ class CommittedOffset:
 
 
 TopicPartition = tuple[str, int]
+Group = ClassicGroup | ConsumerGroup
+_CONSUMER_TIMER = "c:"  # consumer-group timer kinds in the shared heap
 
 
 class WrongGroupType(Exception):
@@ -89,15 +115,21 @@ class GroupCoordinator:
         config: GroupConfig,
         retention_ms: int = 7 * 24 * 3_600_000,
         retention_check_ms: int = 600_000,
+        consumer_config: ConsumerGroupConfig | None = None,
+        metadata: Callable[[], MetadataImage] | None = None,
     ) -> None:
         self.store = store
         self.writer = writer
         self.config = config
+        self.consumer_config = consumer_config or ConsumerGroupConfig()
         self.retention_ms = retention_ms
         self.retention_check_ms = retention_check_ms
-        # The registry: one group object per id; `kind` tells the protocol. A KIP-848 consumer
-        # group type is added here beside ClassicGroup.
-        self.groups: dict[str, ClassicGroup] = {}
+        # The registry: one group object per id; `kind` tells the protocol ("classic" or
+        # "consumer"), so an id in use by one protocol refuses the other.
+        self.groups: dict[str, Group] = {}
+        self._metadata = metadata
+        self._topics: cg.TopicImage = {}
+        self._topics_version = -1
         self.offsets: dict[str, dict[TopicPartition, CommittedOffset]] = {}
         self.empty_since_ms: dict[str, int] = {}  # wall clock, for offset retention
         self._tokens = itertools.count(1)
@@ -131,14 +163,30 @@ class GroupCoordinator:
     # -- the registry --------------------------------------------------------------------------
 
     def classic_group(self, group_id: str, create: bool) -> ClassicGroup | None:
+        """The classic group `group_id`; WrongGroupType if a consumer group holds the id.
+
+        With `create` (a JoinGroup without member id), a missing group is created and an EMPTY
+        consumer group is replaced by a classic one (Kafka's maybeDeleteEmptyConsumerGroup;
+        committed offsets stay with the id).
+        """
         group = self.groups.get(group_id)
-        if group is not None and group.kind != "classic":
-            raise WrongGroupType(group_id)
+        if isinstance(group, ConsumerGroup):
+            if not (create and group.state is cg.GroupState.EMPTY):
+                raise WrongGroupType(group_id)
+            self._drop_group(group_id)
+            group = None
         if group is None and create:
             group = ClassicGroup(group_id, self.config)
             self.groups[group_id] = group
             self.empty_since_ms[group_id] = _wall_ms()
         return group
+
+    def _drop_group(self, group_id: str) -> None:
+        """Forget a group object (its timers die with it; committed offsets are kept)."""
+        self.groups.pop(group_id, None)
+        self.empty_since_ms.pop(group_id, None)
+        for timer in [t for t in self._timers if t[0] == group_id]:
+            del self._timers[timer]
 
     def _dispatch(self, group: ClassicGroup, event: classic.Event) -> None:
         before = group.state
@@ -190,7 +238,12 @@ class GroupCoordinator:
                 continue  # cancelled or replaced
             del self._timers[(gid, kind, key)]
             group = self.groups.get(gid)
-            if group is not None:
+            if isinstance(group, ConsumerGroup) and kind.startswith(_CONSUMER_TIMER):
+                fired += 1
+                self._dispatch_consumer(
+                    group, cg.TimerFired(now, kind[len(_CONSUMER_TIMER) :], key)
+                )
+            elif isinstance(group, ClassicGroup) and not kind.startswith(_CONSUMER_TIMER):
                 fired += 1
                 self._dispatch(group, classic.TimerFired(now, kind, key))
         return fired
@@ -312,6 +365,132 @@ class GroupCoordinator:
         )
         return result
 
+    # -- consumer protocol (KIP-848) -----------------------------------------------------------
+
+    def topic_image(self) -> cg.TopicImage:
+        """The topics as consumer groups see them; one object per metadata-log position."""
+        if self._metadata is None:
+            return self._topics
+        image = self._metadata()
+        if image.next_offset != self._topics_version:
+            self._topics = {
+                name: cg.TopicInfo(t.topic_id, t.partitions) for name, t in image.topics.items()
+            }
+            self._topics_version = image.next_offset
+        return self._topics
+
+    def _dispatch_consumer(self, group: ConsumerGroup, event: cg.Event) -> list[cg.Output]:
+        """Run one event through the consumer state machine; returns its answers."""
+        before = group.state
+        new, outputs = cg.handle(group, event)
+        gid = group.group_id
+        if new.dead:
+            self._drop_group(gid)
+        else:
+            self.groups[gid] = new
+            if new.state is cg.GroupState.EMPTY and before is not cg.GroupState.EMPTY:
+                self.empty_since_ms[gid] = _wall_ms()
+            elif new.state is not cg.GroupState.EMPTY:
+                self.empty_since_ms.pop(gid, None)
+        answers: list[cg.Output] = []
+        for out in outputs:
+            if isinstance(out, cg.SetTimer):
+                self._set_timer(gid, _CONSUMER_TIMER + out.kind, out.key, out.deadline_ms)
+            elif isinstance(out, cg.CancelTimer):
+                self._timers.pop((gid, _CONSUMER_TIMER + out.kind, out.key), None)
+            else:
+                answers.append(out)
+        return answers
+
+    def consumer_heartbeat(self, group_id: str, request: cg.Heartbeat) -> cg.HeartbeatResult:
+        """ConsumerGroupHeartbeat: `request` as decoded (its now_ms and topics are set here)."""
+        joining = request.member_epoch == cg.JOIN_EPOCH
+
+        def refuse(code: ErrorCode, message: str) -> cg.HeartbeatResult:
+            return cg.HeartbeatResult(request.token, code, message)
+
+        existing = self.groups.get(group_id)
+        replaced: ClassicGroup | None = None
+        if isinstance(existing, ClassicGroup):
+            if existing.state is not GroupState.EMPTY:
+                if joining:
+                    return refuse(
+                        ErrorCode.group_id_not_found,
+                        f"Cannot upgrade classic group {group_id} to consumer group because "
+                        "online upgrade is not supported.",
+                    )
+                return refuse(
+                    ErrorCode.group_id_not_found, f"Group {group_id} is not a consumer group."
+                )
+            if not joining:
+                if existing.protocol_type:
+                    return refuse(
+                        ErrorCode.group_id_not_found, f"Group {group_id} is not a consumer group."
+                    )
+                return refuse(
+                    ErrorCode.unknown_member_id,
+                    f"Member {request.member_id} is not a member of group {group_id}.",
+                )
+            replaced = existing  # Kafka's maybeDeleteEmptyClassicGroup: offsets stay
+            existing = None
+        if existing is None:
+            if not joining:
+                if request.member_epoch > 0:
+                    return refuse(
+                        ErrorCode.unknown_member_id,
+                        f"Member {request.member_id} is not a member of group {group_id}.",
+                    )
+                return refuse(ErrorCode.group_id_not_found, f"Consumer group {group_id} not found.")
+            group = ConsumerGroup(group_id, self.consumer_config, topics=self.topic_image())
+        else:
+            group = existing
+        new_id = str(uuid.uuid4()) if not request.member_id else ""
+        event = replace(request, now_ms=_now_ms(), topics=self.topic_image(), new_member_id=new_id)
+        if replaced is not None:
+            self._drop_group(group_id)
+        answers = self._dispatch_consumer(group, event)
+        current = self.groups.get(group_id)
+        if existing is None and isinstance(current, ConsumerGroup) and not current.members:
+            # A refused first heartbeat creates nothing (Kafka writes no records for it).
+            self._drop_group(group_id)
+            if replaced is not None:
+                self.groups[group_id] = replaced
+                self.empty_since_ms[group_id] = _wall_ms()
+        return next(a for a in answers if isinstance(a, cg.HeartbeatResult))
+
+    def consumer_group(self, group_id: str) -> ConsumerGroup | None:
+        group = self.groups.get(group_id)
+        return group if isinstance(group, ConsumerGroup) else None
+
+    def _consumer_commit_check(
+        self, group: ConsumerGroup, member_id: str, member_epoch: int, api_version: int
+    ) -> ErrorCode:
+        """Kafka's ConsumerGroup.validateOffsetCommit."""
+        if member_epoch < 0 and not group.members:
+            return ErrorCode.none  # admin or simple commit while the group is empty
+        member = group.members.get(member_id)
+        if member is None:
+            return ErrorCode.unknown_member_id
+        if api_version < 9:
+            return ErrorCode.unsupported_version
+        if member_epoch != member.member_epoch:
+            return ErrorCode.stale_member_epoch
+        return ErrorCode.none
+
+    def check_offset_fetch(
+        self, group_id: str, member_id: str | None, member_epoch: int
+    ) -> ErrorCode:
+        """Kafka's ConsumerGroup.validateOffsetFetch (OffsetFetch v9 member id and epoch)."""
+        group = self.groups.get(group_id)
+        if not isinstance(group, ConsumerGroup) or (member_id is None and member_epoch < 0):
+            return ErrorCode.none
+        member = group.members.get(member_id or "")
+        if member is None:
+            return ErrorCode.unknown_member_id
+        if member_epoch != member.member_epoch:
+            return ErrorCode.stale_member_epoch
+        return ErrorCode.none
+
     # -- offsets -------------------------------------------------------------------------------
 
     async def commit_offsets(
@@ -321,8 +500,21 @@ class GroupCoordinator:
         instance_id: str | None,
         generation: int,
         offsets: dict[TopicPartition, CommittedOffset],
+        api_version: int = 9,
     ) -> ErrorCode:
-        """Check the committer against the group, then store `offsets` durably."""
+        """Check the committer against the group, then store `offsets` durably.
+
+        `generation` is the member epoch for a consumer group (OffsetCommit v9's
+        generation_id_or_member_epoch).
+        """
+        consumer_group = self.consumer_group(group_id)
+        if consumer_group is not None:
+            code = self._consumer_commit_check(consumer_group, member_id, generation, api_version)
+            if code is not ErrorCode.none:
+                return code
+            if offsets:
+                await self.writer.submit(self._commit_op(group_id, offsets)).wait()
+            return ErrorCode.none
         group = self.classic_group(group_id, create=generation < 0)
         if group is None:
             return ErrorCode.illegal_generation
@@ -386,6 +578,18 @@ class GroupCoordinator:
         self, group_id: str, partitions: list[TopicPartition]
     ) -> tuple[ErrorCode, dict[TopicPartition, ErrorCode]]:
         """OffsetDelete: refuse partitions of topics the group consumes (KIP-496)."""
+        consumer_group = self.consumer_group(group_id)
+        if consumer_group is not None:
+            # Kafka's ConsumerGroup: any state; subscribed topics are refused per partition.
+            subscribed = consumer_group.subscription_metadata
+            per_tp = {
+                tp: ErrorCode.group_subscribed_to_topic if tp[0] in subscribed else ErrorCode.none
+                for tp in partitions
+            }
+            gone = [tp for tp, code in per_tp.items() if code is ErrorCode.none]
+            if gone:
+                await self.writer.submit(self._delete_offsets_op(group_id, gone)).wait()
+            return ErrorCode.none, per_tp
         group = self.classic_group(group_id, create=False)
         if group is None:
             return ErrorCode.group_id_not_found, {}
@@ -404,6 +608,13 @@ class GroupCoordinator:
         return ErrorCode.none, errors
 
     async def delete_group(self, group_id: str) -> ErrorCode:
+        consumer_group = self.consumer_group(group_id)
+        if consumer_group is not None:
+            answers = self._dispatch_consumer(consumer_group, cg.Delete(_now_ms()))
+            code = next(a.error for a in answers if isinstance(a, cg.Reply))
+            if code is ErrorCode.none and group_id in self.offsets:
+                await self.writer.submit(self._delete_offsets_op(group_id, None)).wait()
+            return code
         group = self.classic_group(group_id, create=False)
         if group is None:
             return ErrorCode.group_id_not_found
@@ -425,10 +636,10 @@ class GroupCoordinator:
         now = _wall_ms() if now_wall_ms is None else now_wall_ms
         removed = 0
         for group_id, group in list(self.groups.items()):
-            if group.state is not GroupState.EMPTY:
+            if not _is_empty(group):
                 continue
             stored = self.offsets.get(group_id, {})
-            if group.protocol_type:
+            if isinstance(group, ConsumerGroup) or group.protocol_type:
                 base = self.empty_since_ms.get(group_id, now)
                 expired = list(stored) if base + self.retention_ms <= now else []
             else:
@@ -441,16 +652,17 @@ class GroupCoordinator:
                 await self.writer.submit(self._delete_offsets_op(group_id, expired)).wait()
                 removed += len(expired)
             current = self.groups.get(group_id)
-            if (
-                current is not None
-                and current.state is GroupState.EMPTY
-                and not self.offsets.get(group_id)
-            ):
-                self.groups.pop(group_id, None)
-                self.empty_since_ms.pop(group_id, None)
+            if current is not None and _is_empty(current) and not self.offsets.get(group_id):
+                self._drop_group(group_id)
         return removed
 
     # -- introspection -------------------------------------------------------------------------
 
-    def list_groups(self) -> list[ClassicGroup]:
+    def list_groups(self) -> list[Group]:
         return list(self.groups.values())
+
+
+def _is_empty(group: Group) -> bool:
+    if isinstance(group, ConsumerGroup):
+        return group.state is cg.GroupState.EMPTY
+    return group.state is GroupState.EMPTY

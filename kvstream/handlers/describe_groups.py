@@ -2,7 +2,9 @@
 
 Behaviour: state, protocol type, selected protocol and members (member id, group.instance.id
 v4+, client id, host); member metadata and assignments only while Stable, as Kafka does. An
-unknown group is described as Dead with no members (error NONE), as Kafka does.
+unknown group is described as Dead with no members (error NONE), as Kafka does. So is a KIP-848
+consumer group: Kafka's describeGroups only reads classic groups and answers GROUP_ID_NOT_FOUND,
+which v0-5 carry as state Dead with error NONE (ConsumerGroupDescribe describes those groups).
 Not implemented: authorized operations (no authorizer yet: INT32_MIN, "not requested").
 """
 
@@ -12,7 +14,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kvstream.group.classic import GroupState
+from kvstream.group.classic import ClassicGroup, GroupState
 from kvstream.handlers._common import NO_THROTTLE
 from kvstream.handlers.registry import RequestContext, handles
 
@@ -26,7 +28,7 @@ async def describe_groups(ctx: RequestContext, req: Any) -> Any:
         group = ctx.broker.groups.groups.get(str(group_id))
         members: list[Any] = []
         state, ptype, pdata = "Dead", "", ""
-        if group is not None:
+        if isinstance(group, ClassicGroup):
             stable = group.state is GroupState.STABLE
             state, ptype = group.state.value, group.protocol_type or ""
             pdata = (group.protocol_name or "") if stable else ""

@@ -2,7 +2,8 @@
 
 Behaviour: keeps a member's session alive; REBALANCE_IN_PROGRESS while the group prepares a
 rebalance (the member must rejoin), ILLEGAL_GENERATION for a stale generation,
-UNKNOWN_MEMBER_ID for a member the group does not know (or an unknown group),
+UNKNOWN_MEMBER_ID for a member the group does not know (or an unknown group, or a KIP-848
+consumer group, whose members are not classic members, as Kafka answers),
 FENCED_INSTANCE_ID when another member holds the static instance id (KIP-345).
 Not implemented: nothing.
 """
@@ -28,5 +29,5 @@ async def heartbeat(ctx: RequestContext, req: Any) -> Any:
             int(req.generation_id),
         )
     except WrongGroupType:
-        code = ErrorCode.inconsistent_group_protocol
+        code = ErrorCode.unknown_member_id
     return ctx.response("HeartbeatResponse", throttle_time=NO_THROTTLE, error_code=code)

@@ -5,7 +5,10 @@ member id gets MEMBER_ID_REQUIRED from v4 (KIP-394), the request is parked until
 completes, the leader receives every member's metadata for the selected protocol, static members
 (group.instance.id, v5+, KIP-345) keep their assignment when they rejoin a Stable group with
 unchanged protocols (the leader then gets skip_assignment, v9, KIP-814). v0 has no rebalance
-timeout: the session timeout is used, as Kafka does.
+timeout: the session timeout is used, as Kafka does. An id held by a KIP-848 consumer group with
+members answers INCONSISTENT_GROUP_PROTOCOL (Kafka 4.x would add a "consumer" protocol member to
+the consumer group as a classic member; that mixed mode is not implemented); an empty consumer
+group is replaced by a classic group, offsets kept, as Kafka does.
 Version notes: v0-1 are served because librdkafka before 2.11.1 needs them advertised.
 Not implemented: group.max.size (no limit).
 """

@@ -2,7 +2,8 @@
 
 Behaviour: removes members and rebalances the rest. v0-2 name one member (its error is the
 top-level error); v3+ leave a batch by member id or by group.instance.id (KIP-345), each with its
-own error (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID).
+own error (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID). Members named for a KIP-848 consumer group
+are UNKNOWN_MEMBER_ID (it has no classic members).
 Not implemented: nothing (v5's reason is accepted and ignored).
 """
 
@@ -26,8 +27,9 @@ async def leave_group(ctx: RequestContext, req: Any) -> Any:
     try:
         result = await ctx.broker.groups.leave(str(req.group_id), leaving)
         top, per_member = result.error, result.members
-    except WrongGroupType:
-        top, per_member = ErrorCode.inconsistent_group_protocol, ()
+    except WrongGroupType:  # a KIP-848 group has no classic members: each one is unknown
+        unknown = ErrorCode.unknown_member_id
+        top, per_member = ErrorCode.none, tuple((m, i, unknown) for m, i in leaving)
     if ctx.version < 3:
         code = per_member[0][2] if per_member and top is ErrorCode.none else top
         return ctx.response("LeaveGroupResponse", throttle_time=NO_THROTTLE, error_code=code)

@@ -1,7 +1,9 @@
 """ListGroups (API key 16), versions 0-5.
 
 Behaviour: every group this node coordinates with its protocol type, state (v4+, with the
-states filter, case-insensitive as Kafka) and type (v5+, "classic"; types filter).
+states filter, case-insensitive as Kafka) and type (v5+, "classic" or "consumer"; types filter).
+A KIP-848 consumer group lists as Kafka's ConsumerGroup.asListedGroup: protocol type
+"consumer", its consumer group state (Empty, Assigning, Reconciling, Stable).
 Not implemented: nothing.
 """
 
@@ -11,6 +13,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from kvstream.group.consumer import ConsumerGroup
 from kvstream.handlers._common import NO_THROTTLE
 from kvstream.handlers.registry import RequestContext, handles
 
@@ -29,7 +32,9 @@ async def list_groups(ctx: RequestContext, req: Any) -> Any:
             ctx.response(
                 "ListedGroup",
                 group_id=group.group_id,
-                protocol_type=group.protocol_type or "",
+                protocol_type=(
+                    "consumer" if isinstance(group, ConsumerGroup) else group.protocol_type or ""
+                ),
                 group_state=group.state.value,
                 group_type=group.kind,
             )

@@ -3,7 +3,10 @@
 Behaviour: members of a classic group commit with their generation and member id (checked as
 Kafka's GroupCoordinator does: UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS while
 CompletingRebalance, FENCED_INSTANCE_ID); a commit with generation -1 from a non-member is a
-simple commit, allowed while the group is Empty (or does not exist yet). Offsets, leader epoch
+simple commit, allowed while the group is Empty (or does not exist yet). Members of a KIP-848
+consumer group commit with their member id and member epoch, checked as Kafka's
+ConsumerGroup.validateOffsetCommit does: UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH for another epoch,
+UNSUPPORTED_VERSION below v9; epoch -1 commits while the group has no members. Offsets, leader epoch
 and metadata are stored through the group-commit writer: the response is sent only after the
 LMDB commit that holds them. Unknown topics or partitions get UNKNOWN_TOPIC_OR_PARTITION,
 metadata over 4096 bytes OFFSET_METADATA_TOO_LARGE.
@@ -52,6 +55,7 @@ async def offset_commit(ctx: RequestContext, req: Any) -> Any:
                 getattr(req, "group_instance_id", None),
                 int(req.generation_id_or_member_epoch),
                 offsets,
+                api_version=ctx.version,
             )
         except WrongGroupType:
             code = ErrorCode.inconsistent_group_protocol

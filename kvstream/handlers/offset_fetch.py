@@ -4,7 +4,10 @@ Behaviour: committed offsets with leader epoch (v5+) and metadata; a partition w
 gives offset -1 and leader epoch -1; no topic list (v2+) means every committed offset of the
 group; v8+ fetch several groups at once. require_stable (v7+) needs nothing: kvstream has no
 transactional offset commits, so nothing is ever pending.
-Not implemented: v9's member id / member epoch checks (KIP-848 consumer groups, a later step).
+v9 names a member id and member epoch: for a KIP-848 consumer group they are checked as Kafka's
+ConsumerGroup.validateOffsetFetch does (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH as the group's
+error; a null member id with epoch -1, as admin clients send, is not checked).
+Not implemented: nothing.
 """
 
 from __future__ import annotations
@@ -58,13 +61,16 @@ async def offset_fetch(ctx: RequestContext, req: Any) -> Any:
             topics=_topics(ctx, str(req.group_id), req.topics, v8=False),
             error_code=ErrorCode.none,
         )
-    groups = tuple(
-        ctx.response(
-            "OffsetFetchResponseGroup",
-            group_id=g.group_id,
-            topics=_topics(ctx, str(g.group_id), g.topics, v8=True),
-            error_code=ErrorCode.none,
+    answered = []
+    for g in req.groups:
+        code = ctx.broker.groups.check_offset_fetch(
+            str(g.group_id), getattr(g, "member_id", None), int(getattr(g, "member_epoch", -1))
         )
-        for g in req.groups
-    )
+        topics = _topics(ctx, str(g.group_id), g.topics, v8=True) if code is ErrorCode.none else ()
+        answered.append(
+            ctx.response(
+                "OffsetFetchResponseGroup", group_id=g.group_id, topics=topics, error_code=code
+            )
+        )
+    groups = tuple(answered)
     return ctx.response("OffsetFetchResponse", throttle_time=NO_THROTTLE, groups=groups)

@@ -3,8 +3,8 @@
 Behaviour: the leader's assignments complete the rebalance and release every member parked in
 SyncGroup; followers wait for it. A Stable group answers with the member's current assignment.
 REBALANCE_IN_PROGRESS while the group prepares a rebalance, ILLEGAL_GENERATION for a stale
-generation, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID (KIP-345), INCONSISTENT_GROUP_PROTOCOL when
-v5's protocol type or name do not match the group's.
+generation, UNKNOWN_MEMBER_ID (also for a KIP-848 consumer group id), FENCED_INSTANCE_ID
+(KIP-345), INCONSISTENT_GROUP_PROTOCOL when v5's protocol type or name do not match the group's.
 Not implemented: nothing.
 """
 
@@ -39,7 +39,7 @@ async def sync_group(ctx: RequestContext, req: Any) -> Any:
             result.assignment,
         )
     except WrongGroupType:
-        code, ptype, pname, assignment = ErrorCode.inconsistent_group_protocol, None, None, b""
+        code, ptype, pname, assignment = ErrorCode.unknown_member_id, None, None, b""
     return ctx.response(
         "SyncGroupResponse",
         throttle_time=NO_THROTTLE,
