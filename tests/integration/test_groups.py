@@ -488,8 +488,20 @@ def test_static_member_restart_keeps_partitions_without_rebalance(gbroker: Broke
     try:
         assert wait_until(lambda: bool(events["b"]) or (b.poll(0.2) and False), 30)
         assert wait_until(lambda: len(events["a"]) >= 1 and len(events["b"]) >= 1, 30)
-        # Let the group settle on the generation that has both members.
-        for _ in range(20):
+
+        def settled() -> bool:
+            """Both members hold an assignment and together they split all partitions."""
+            b.poll(0.2)
+            last = [events[n][-1] if events[n] else "" for n in ("a", "b")]
+            if not all(e.startswith("assign:") and e != "assign:" for e in last):
+                return False
+            owned = [set(e.removeprefix("assign:").split(",")) for e in last]
+            return not owned[0] & owned[1] and len(owned[0] | owned[1]) == PARTITIONS
+
+        # Wait for the generation that has both members (a fixed number of polls raced the
+        # rebalance on a loaded machine), then a little longer for stray callbacks.
+        assert wait_until(settled, 60), events
+        for _ in range(5):
             b.poll(0.2)
         before_a = list(events["a"])
         b_assignment = events["b"][-1]
