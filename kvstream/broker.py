@@ -20,6 +20,8 @@ from kvstream.group.classic import GroupConfig
 from kvstream.group.consumer import ConsumerGroupConfig
 from kvstream.group.coordinator import GroupCoordinator
 from kvstream.handlers import registry
+from kvstream.log.cleaner import LogCleaner
+from kvstream.log.compaction import PassResult
 from kvstream.log.manager import LogManager, TopicExists
 from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import PartitionLog
@@ -41,6 +43,9 @@ class Broker:
         self.served = registry.served_versions()
         self.advertised: Listener = config.advertised_listeners[0]
         self.topic_defaults = topic_config_defaults(config)
+        self.cleaner = LogCleaner(
+            self.logs, self.writer, lambda topic: {**self.topic_defaults, **topic.configs}
+        )
         self.groups = GroupCoordinator.open(
             store,
             self.writer,
@@ -107,6 +112,15 @@ class Broker:
             for (topic, partition), start in moved.items():
                 log.info("retention: %s-%d now starts at offset %d", topic, partition, start)
 
+    # -- compaction (cleanup.policy=compact) ---------------------------------------------------
+
+    async def run_compaction(
+        self, now_ms: int | None = None, force: bool = False
+    ) -> dict[tuple[str, int], PassResult]:
+        """Run a cleaner pass now over every compacted partition that needs one (every one
+        with `force`); the log cleaner task does the same every log.cleaner.backoff.ms."""
+        return await self.cleaner.run_once(now_ms, force=force)
+
     # -- waiting for data ----------------------------------------------------------------------
 
     async def wait_for_appends(self, logs: Sequence[PartitionLog], timeout_s: float) -> None:
@@ -134,6 +148,8 @@ class Broker:
             await nursery.start(self.writer.run)
             await nursery.start(self.groups.run)
             await nursery.start(self._retention_loop)
+            if self.config.get_bool("log.cleaner.enable"):
+                await nursery.start(self.cleaner.run, self.config.get_int("log.cleaner.backoff.ms"))
             bound = await nursery.start(serve_listeners, self, self.config.listeners)
             if self.advertised.port == 0 and bound:
                 self.advertised = Listener(self.advertised.name, bound[0][0], bound[0][1])

@@ -604,10 +604,10 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
     _b("unclean.leader.election.enable", "BOOLEAN", "false", "stored",
        "Default unclean.leader.election.enable."),
     # --- log cleaner (compaction) ------------------------------------------------------------
-    _b("log.cleaner.enable", "BOOLEAN", "true", "stored", "Run the log cleaner (compaction)."),
+    _b("log.cleaner.enable", "BOOLEAN", "true", "applies", "Run the log cleaner (compaction)."),
     _b("log.cleaner.threads", "INT", "1", "stored", "Log cleaner threads.", _at_least(0)),
-    _b("log.cleaner.backoff.ms", "LONG", "15000", "stored",
-       "Sleep of the cleaner when there is nothing to clean.", _at_least(0)),
+    _b("log.cleaner.backoff.ms", "LONG", "15000", "applies",
+       "Interval between the cleaner's rounds over the compacted partitions.", _at_least(0)),
     _b("log.cleaner.min.cleanable.ratio", "DOUBLE", "0.5", "applies",
        "Default min.cleanable.dirty.ratio.", _between(0, 1)),
     _b("log.cleaner.delete.retention.ms", "LONG", "86400000", "applies",

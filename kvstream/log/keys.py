@@ -19,6 +19,7 @@ collides with its old data.
 | 0x05   | 0x05 tid p producer_id be64                          | producer state                |
 | 0x06   | 0x06 tid p epoch be32                                | epoch start offset, be64      |
 | 0x07   | 0x07 glen be16 group utf-8 tlen be16 topic utf-8 p   | committed offset (OFFSET)     |
+| 0x08   | 0x08 tid p                                           | cleaner checkpoint (CLEANER)  |
 
 INDEX value: last_offset q, max_timestamp q, size i, producer_id q, producer_epoch h,
 base_sequence i, records_count i, attributes h (struct ">qqiqhiih").
@@ -27,6 +28,10 @@ name, length-prefixed): offset q, leader_epoch i, commit_timestamp_ms q, has_met
 ">qiqB"), then the metadata string in utf-8 (absent when has_metadata is 0, i.e. null).
 PARTITION_STATE value: log_start_offset q, log_end_offset q (struct ">qq"); on a single node the
 high watermark equals the log end offset, which only moves after the commit holding it.
+CLEANER_CHECKPOINT value: first_dirty_offset q, earliest_delete_horizon q (struct ">qq"; -1 =
+no tombstone horizon pending). Written by the log cleaner in the commit of a pass's last slice;
+absent until a compacted partition completes its first pass (the cleaner then treats the whole
+log as dirty).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ PARTITION: Final = b"\x04"
 PRODUCER: Final = b"\x05"
 EPOCH: Final = b"\x06"
 GROUP_OFFSET: Final = b"\x07"
+CLEANER: Final = b"\x08"
 
 FORMAT_KEY: Final = META + b"format"
 CLUSTER_ID_KEY: Final = META + b"cluster_id"
@@ -54,6 +60,7 @@ BE32: Final = struct.Struct(">i")
 BE64: Final = struct.Struct(">q")
 INDEX_VALUE: Final = struct.Struct(">qqiqhiih")
 PARTITION_STATE: Final = struct.Struct(">qq")
+CLEANER_CHECKPOINT: Final = struct.Struct(">qq")
 _TP: Final = struct.Struct(">16si")
 _TP_OFFSET: Final = struct.Struct(">16siq")
 
@@ -87,6 +94,10 @@ def offset_of(key: bytes) -> int:
 
 def partition_state_key(topic_id: uuid.UUID, partition: int) -> bytes:
     return PARTITION + _TP.pack(topic_id.bytes, partition)
+
+
+def cleaner_checkpoint_key(topic_id: uuid.UUID, partition: int) -> bytes:
+    return CLEANER + _TP.pack(topic_id.bytes, partition)
 
 
 def producer_key(topic_id: uuid.UUID, partition: int, producer_id: int) -> bytes:

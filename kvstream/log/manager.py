@@ -3,7 +3,8 @@
 OWNS: the store's format check, replaying the metadata log into the image, the set of partition
 logs, and the write operations that change them (create/delete topic, append, allocate a
 producer id, alter topic configs, grow partitions, truncate the front of a log for
-DeleteRecords and retention), each built as an `Operation` for the group-commit writer.
+DeleteRecords and retention, one slice of a compaction pass), each built as an `Operation` for
+the group-commit writer.
 MUST NOT KNOW: sockets or wire messages (handlers translate), trio beyond the writer's types.
 """
 
@@ -17,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from kvstream.log import keys
+from kvstream.log.compaction import CleanSlice
 from kvstream.log.metadata import (
     MetadataImage,
     TopicImage,
@@ -161,7 +163,14 @@ class LogManager:
             staged.put(keys.metadata_key(self.image.next_offset), encode_record(record))
             self.image.next_offset += 1
             self._deleting.add(topic.topic_id)  # later appends in this group are refused
-            for prefix in (keys.BATCH, keys.INDEX, keys.PARTITION, keys.PRODUCER, keys.EPOCH):
+            for prefix in (
+                keys.BATCH,
+                keys.INDEX,
+                keys.PARTITION,
+                keys.PRODUCER,
+                keys.EPOCH,
+                keys.CLEANER,
+            ):
                 lo = keys.topic_prefix(prefix, topic.topic_id)
                 staged.delete_range(lo, keys.prefix_end(lo))
 
@@ -355,3 +364,33 @@ class LogManager:
             touched.clear()
 
         return Operation(stage, publish, rollback)
+
+    # -- compaction (cleanup.policy=compact): one bounded slice of a cleaner pass -------------
+
+    def compaction_slice_op(
+        self,
+        log: PartitionLog,
+        slice_: CleanSlice,
+        checkpoint: tuple[int, int | None] | None = None,
+    ) -> Operation[None]:
+        """Stage the batch rewrites/removals of one slice of a cleaner pass.
+
+        Refused (UNKNOWN_TOPIC_OR_PARTITION) when the partition is gone or its topic is being
+        deleted in the same group. Changes to batches wholly below the *staged* log start are
+        skipped, so a slice never brings back a batch that retention or DeleteRecords removed
+        in the same group. ``checkpoint`` = (first dirty offset, earliest delete horizon) is
+        given with the last slice of a pass: it is written in the same transaction and
+        published on the partition after the commit.
+        """
+
+        def stage(staged: StagedWrites) -> None:
+            self._check_live(log)
+            slice_.stage(staged, log_start_offset=log.next_log_start)
+            if checkpoint is not None:
+                log.stage_cleaner_checkpoint(checkpoint[0], checkpoint[1], staged)
+
+        def publish(_: Any) -> None:
+            if checkpoint is not None:
+                log.first_dirty_offset, log.earliest_delete_horizon = checkpoint
+
+        return Operation(stage, publish)

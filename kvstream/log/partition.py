@@ -68,6 +68,10 @@ class PartitionLog:
         self.end_offset = 0
         self.next_offset = 0
         self.next_log_start = 0  # staged log start (DeleteRecords, retention) in this group
+        # The log cleaner's checkpoint (key 0x08): where its last complete pass ended (None:
+        # unknown, the whole log is dirty) and the earliest tombstone delete horizon it left.
+        self.first_dirty_offset: int | None = None
+        self.earliest_delete_horizon: int | None = None
         self.producers: dict[int, ProducerEntry] = {}
         self.staged_producers: dict[int, ProducerEntry] = {}
         self.listeners: set[Callable[[], None]] = set()
@@ -86,6 +90,11 @@ class PartitionLog:
             lo = keys.partition_prefix(keys.PRODUCER, topic_id, partition)
             for key, value in txn.scan(lo, keys.prefix_end(lo)):
                 log.producers[keys.offset_of(key)] = ProducerEntry.decode(value)
+            raw = txn.get(keys.cleaner_checkpoint_key(topic_id, partition))
+            if raw is not None:
+                first_dirty, horizon = keys.CLEANER_CHECKPOINT.unpack(raw)
+                log.first_dirty_offset = first_dirty
+                log.earliest_delete_horizon = horizon if horizon >= 0 else None
         log.next_offset = log.end_offset
         log.next_log_start = log.log_start_offset
         return log
@@ -335,6 +344,20 @@ class PartitionLog:
             keys.PARTITION_STATE.pack(self.next_log_start, self.next_offset),
         )
         return target
+
+    # -- the log cleaner's checkpoint ----------------------------------------------------------
+
+    def stage_cleaner_checkpoint(
+        self, first_dirty_offset: int, earliest_delete_horizon: int | None, staged: StagedWrites
+    ) -> None:
+        """Stage the cleaner checkpoint; the caller sets the attributes after the commit."""
+        staged.put(
+            keys.cleaner_checkpoint_key(self.topic_id, self.partition),
+            keys.CLEANER_CHECKPOINT.pack(
+                first_dirty_offset,
+                -1 if earliest_delete_horizon is None else earliest_delete_horizon,
+            ),
+        )
 
     def commit_staged(self) -> None:
         """The group holding the staged appends is durable: publish it."""

@@ -1,0 +1,203 @@
+"""The log cleaner wired into the broker's logs (kvstream.log.cleaner, LogManager.
+compaction_slice_op, the 0x08 cleaner checkpoint), over the memory store and LMDB, through a
+real GroupCommitWriter task. Timestamps are explicit (`now_ms`), so nothing sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from kvstream.log import keys
+from kvstream.log.cleaner import LogCleaner
+from kvstream.log.compaction import (
+    CleanSlice,
+    CompactionConfig,
+    begin_pass,
+    clean_slice,
+    map_slice,
+)
+from kvstream.log.manager import LogManager, Refused
+from kvstream.log.metadata import TopicImage
+from kvstream.log.partition import PartitionLog
+from kvstream.log.writer import GroupCommitWriter
+from kvstream.protocol import records
+from kvstream.storage.base import KVStore
+from tests.unit.test_log import Stores, in_one_group, read_records, running, stored_batches
+
+NOW = 10_000_000
+COMPACT = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"}
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    yield Stores(request.param, tmp_path / "data")
+
+
+@pytest.fixture
+def store(stores: Stores) -> Iterator[KVStore]:
+    s = stores.open()
+    yield s
+    s.close()
+
+
+def _configs(topic: TopicImage) -> Mapping[str, str]:
+    return topic.configs
+
+
+def _batch(pairs: list[tuple[bytes, bytes | None]], ts: int = 1_000) -> bytearray:
+    return bytearray(records.build_batch([(k, v, []) for k, v in pairs], base_timestamp=ts))
+
+
+async def _setup(logs: LogManager, writer: GroupCommitWriter, name: str = "c") -> PartitionLog:
+    topic = await writer.submit(logs.create_topic_op(name, 1, dict(COMPACT))).wait()
+    log = logs.partition(topic, 0)
+    assert log is not None
+    # 10 versions of 5 keys, one batch per version, then a tombstone for k0 and a head batch.
+    for version in range(10):
+        pairs = [(b"k%d" % k, b"v%d" % version) for k in range(5)]
+        await writer.submit(logs.append_op(log, [_batch(pairs)])).wait()
+    await writer.submit(logs.append_op(log, [_batch([(b"k0", None)])])).wait()
+    await writer.submit(logs.append_op(log, [_batch([(b"head", b"h")])])).wait()
+    return log
+
+
+def _latest(log: PartitionLog) -> dict[bytes, tuple[int, bytes | None]]:
+    out: dict[bytes, tuple[int, bytes | None]] = {}
+    for rec in read_records(log):
+        assert rec.key is not None
+        out[rec.key] = (rec.offset, rec.value)
+    return out
+
+
+async def test_pass_keeps_latest_per_key_at_original_offsets_and_checkpoints(
+    stores: Stores,
+) -> None:
+    store = stores.open()
+    async with running(store) as (logs, writer):
+        log = await _setup(logs, writer)
+        before = _latest(log)
+        cleaner = LogCleaner(logs, writer, _configs, slice_bytes=200)  # many slices
+        done = await cleaner.run_once(NOW)
+        result = done[("c", 0)]
+        assert result.slices > 1
+        assert result.records_removed == 46
+        assert result.first_dirty_offset == 51  # the head batch (offset 51) is never cleaned
+        recs = read_records(log)
+        # one record per key (k0's tombstone kept: its horizon has not passed), same offsets
+        assert {r.key: (r.offset, r.value) for r in recs} == before
+        assert len(recs) == len(before)
+        assert log.first_dirty_offset == 51
+        horizon = log.earliest_delete_horizon
+        assert horizon == NOW + 86_400_000
+        # nothing dirty is left: a second round does nothing
+        assert await cleaner.run_once(NOW + 1) == {}
+        # past the horizon the tombstone goes and the horizon is cleared
+        done = await cleaner.run_once(horizon)
+        assert done[("c", 0)].records_removed == 1
+        assert b"k0" not in _latest(log)
+        assert log.earliest_delete_horizon is None
+        topic_id = log.topic_id
+    store = stores.reopen(store)
+    try:
+        reopened = LogManager.open(store).partitions[(topic_id, 0)]
+        assert reopened.first_dirty_offset == 51
+        assert reopened.earliest_delete_horizon is None
+        with store.read() as txn:
+            raw = txn.get(keys.cleaner_checkpoint_key(topic_id, 0))
+        assert raw == keys.CLEANER_CHECKPOINT.pack(51, -1)
+    finally:
+        store.close()
+
+
+async def test_checkpoint_keeps_a_pending_horizon_across_a_restart(stores: Stores) -> None:
+    store = stores.open()
+    async with running(store) as (logs, writer):
+        log = await _setup(logs, writer)
+        await LogCleaner(logs, writer, _configs).run_once(NOW)
+        topic_id = log.topic_id
+    store = stores.reopen(store)
+    try:
+        reopened = LogManager.open(store).partitions[(topic_id, 0)]
+        assert reopened.first_dirty_offset == 51
+        assert reopened.earliest_delete_horizon == NOW + 86_400_000
+    finally:
+        store.close()
+
+
+async def test_non_compacted_topics_are_left_alone(store: KVStore) -> None:
+    async with running(store) as (logs, writer):
+        topic = await writer.submit(logs.create_topic_op("d", 1, {})).wait()
+        log = logs.partition(topic, 0)
+        assert log is not None
+        for _ in range(5):
+            await writer.submit(logs.append_op(log, [_batch([(b"k", b"v")])])).wait()
+        before = stored_batches(store, log)
+        assert await LogCleaner(logs, writer, _configs).run_once(NOW, force=True) == {}
+        assert stored_batches(store, log) == before
+
+
+def _one_slice(logs: LogManager, log: PartitionLog) -> CleanSlice:
+    cp = begin_pass(
+        logs.store,
+        log.topic_id,
+        log.partition,
+        log_start_offset=log.log_start_offset,
+        log_end_offset=log.end_offset,
+        now_ms=NOW,
+        config=CompactionConfig.from_configs(COMPACT),
+    )
+    assert cp is not None
+    while not map_slice(logs.store, cp, 1 << 20):
+        pass
+    sl = clean_slice(logs.store, cp, cp.clean_start, 1 << 20)
+    assert sl.cursor is None and sl.changes
+    return sl
+
+
+async def test_slice_in_the_same_group_as_a_topic_delete_is_refused(store: KVStore) -> None:
+    async with running(store) as (logs, writer):
+        log = await _setup(logs, writer)
+        sl = _one_slice(logs, log)
+        topic = logs.topic("c")
+        assert topic is not None
+        deleted, refused = await in_one_group(
+            [logs.delete_topic_op(topic), logs.compaction_slice_op(log, sl, (51, None))], writer
+        )
+        assert deleted is None
+        assert isinstance(refused, Refused)
+        with store.read() as txn:
+            lo = keys.topic_prefix(keys.CLEANER, log.topic_id)
+            assert list(txn.scan(lo, keys.prefix_end(lo))) == []
+            lo = keys.topic_prefix(keys.BATCH, log.topic_id)
+            assert list(txn.scan(lo, keys.prefix_end(lo))) == []
+
+
+async def test_delete_topic_removes_the_checkpoint(store: KVStore) -> None:
+    async with running(store) as (logs, writer):
+        log = await _setup(logs, writer)
+        await LogCleaner(logs, writer, _configs).run_once(NOW)
+        with store.read() as txn:
+            assert txn.get(keys.cleaner_checkpoint_key(log.topic_id, 0)) is not None
+        topic = logs.topic("c")
+        assert topic is not None
+        await writer.submit(logs.delete_topic_op(topic)).wait()
+        with store.read() as txn:
+            assert txn.get(keys.cleaner_checkpoint_key(log.topic_id, 0)) is None
+
+
+async def test_slice_never_resurrects_batches_delete_records_removed_in_its_group(
+    store: KVStore,
+) -> None:
+    async with running(store) as (logs, writer):
+        log = await _setup(logs, writer)
+        sl = _one_slice(logs, log)
+        low, _ = await in_one_group(
+            [logs.delete_records_op(log, 30), logs.compaction_slice_op(log, sl)], writer
+        )
+        assert low == 30
+        assert log.log_start_offset == 30
+        assert min(stored_batches(store, log)) >= 30
+        assert all(r.offset >= 30 for r in read_records(log, 30))
