@@ -6,6 +6,9 @@ group-commit writer; the response is sent only after the commit holding them ret
 gets no response at all. Idempotent batches follow Kafka's sequence rules (a retried duplicate
 gets its original offset). Every failure maps to a specific Kafka error code, never
 UNKNOWN_SERVER_ERROR. message.timestamp.type=LogAppendTime stamps the batch (CRC recomputed).
+On a topic whose cleanup.policy includes compact, a record with a null key gets INVALID_RECORD
+(87) for its partition, as Kafka does (the cleaner would drop it); only those topics pay for
+reading the records.
 Version notes: v0-2 are advertised because librdkafka before 2.11.1 stops compressing unless
 Produce v2 is listed; a request in them closes the connection (kio cannot decode them).
 Not implemented: transactional batches (INVALID_TXN_STATE until transactions exist), v13
@@ -23,6 +26,7 @@ from kio.schema.errors import ErrorCode
 
 from kvstream.handlers._common import NO_THROTTLE, error_for
 from kvstream.handlers.registry import RequestContext, handles
+from kvstream.log.compaction import is_compacted
 from kvstream.log.partition import StagedAppend
 from kvstream.log.writer import Operation
 from kvstream.protocol import records
@@ -49,6 +53,21 @@ def _check(data: bytes | None, max_message_bytes: int) -> list[bytearray]:
     return out
 
 
+def _check_keys(batches: list[bytearray], topic: str, partition: int) -> None:
+    """Compacted topics refuse records without a key (Kafka's LogValidator.validateKey)."""
+    for batch in batches:
+        for rec in records.iter_records(batch, MAX_UNCOMPRESSED):
+            if rec.key is None:
+                raise _NoKey(
+                    f"Compacted topic cannot accept message without key in topic partition "
+                    f"{topic}-{partition}."
+                )
+
+
+class _NoKey(Exception):
+    pass
+
+
 class _TooLarge(Exception):
     pass
 
@@ -69,6 +88,8 @@ def _code(exc: BaseException) -> ErrorCode:
         return ErrorCode.message_too_large
     if isinstance(exc, _TxnState):
         return ErrorCode.invalid_txn_state
+    if isinstance(exc, _NoKey):
+        return ErrorCode.invalid_record
     return error_for(exc)
 
 
@@ -100,7 +121,9 @@ def produce(ctx: RequestContext, req: Any) -> Awaitable[Any]:
             max_bytes = int(broker.topic_config(topic, "max.message.bytes") or 1048588)
             try:
                 batches = _check(pdata.records, max_bytes)
-            except (records.InvalidRecordBatch, _TooLarge, _TxnState) as exc:
+                if is_compacted(broker.topic_config(topic, "cleanup.policy") or ""):
+                    _check_keys(batches, name, index)
+            except (records.InvalidRecordBatch, _TooLarge, _TxnState, _NoKey) as exc:
                 results.append((name, index, None, _code(exc), str(exc)))
                 continue
             append_time = broker.topic_config(topic, "message.timestamp.type") == "LogAppendTime"
