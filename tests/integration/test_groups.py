@@ -442,6 +442,23 @@ def test_admin_groups_offsets_lag_and_delete(gbroker: BrokerProcess) -> None:
     lag = {tp.partition: ends[tp] - (reader.committed(tp) or 0) for tp in tps}
     reader.close()
     assert lag == {p: 100 - committed.get(p, 0) for p in range(PARTITIONS)}
+    # ... and with the committed offsets from kafka-python's admin client itself.
+    group_offsets = kadmin.list_group_offsets("admins")["admins"]
+    admin_lag = {
+        tp.partition: ends[kafka.TopicPartition(tp.topic, tp.partition)] - meta.offset
+        for tp, meta in group_offsets.items()
+        if tp.topic == "lagging" and meta.offset >= 0
+    }
+    assert admin_lag == {p: 100 - o for p, o in committed.items()}
+    # confluent-kafka: committed offsets from its admin client, log ends from the watermarks.
+    watermark_reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "lag-probe"})
+    confluent_lag = {
+        p: watermark_reader.get_watermark_offsets(TopicPartition("lagging", p), timeout=10)[1] - o
+        for p, o in fetched.items()
+        if o >= 0
+    }
+    watermark_reader.close()
+    assert confluent_lag == {p: 100 - o for p, o in committed.items()}
     assert "admins" in str(kadmin.list_groups())
     # Deleting needs an Empty group.
     busy = admin.delete_consumer_groups(["admins"])["admins"]
