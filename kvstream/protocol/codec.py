@@ -25,7 +25,7 @@ from typing import Any, Final
 from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
-from kvstream.protocol.tagged import strip_unknown_tagged_fields
+from kvstream.protocol.tagged import check_layout, strip_unknown_tagged_fields
 
 FRAME_SIZE: Final = struct.Struct(">i")
 _PEEK: Final = struct.Struct(">hhi")
@@ -167,6 +167,14 @@ def decode_request(
     except Exception as exc:  # kio has no schema for this version (e.g. Produce v0-2)
         raise UnsupportedRequest(api_key, version, correlation_id, str(exc)) from exc
     view = memoryview(frame).toreadonly()
+    try:
+        # Lengths and item counts are checked against the frame first: kio's native reader
+        # sizes allocations by them and aborts the process when one fails (never trust it
+        # with unchecked input).
+        header_type = request_type(api_key, version).__header_schema__
+        check_layout(view, request_type(api_key, version), check_layout(view, header_type))
+    except ValueError as exc:
+        raise ProtocolError(f"malformed API {api_key} v{version} request: {exc}") from exc
     try:
         # kio readers return (value, bytes consumed), not an end offset.
         header, header_size = read_header(view, 0)

@@ -350,3 +350,19 @@ def strip_unknown_tagged_fields(
     walk = _Walk(view, offset, len(view))
     stop = _walk_entity(walk, _plan(entity_type), offset)
     return walk.finish(stop), stop - offset
+
+
+def check_layout(
+    data: bytes | bytearray | memoryview, entity_type: type[Any], offset: int = 0
+) -> int:
+    """Walk the entity at `offset` without copying it; return the bytes it takes.
+
+    Raises ValueError where the bytes cannot be this entity: a length or item count larger than
+    the bytes left, a bad varint, a truncation. The broker runs it before kio's native reader,
+    which trusts array counts and sizes its allocation by them (a forged count of a few bytes
+    made it abort the whole process on a failed allocation of 170 GB).
+    """
+    view = memoryview(data).cast("B")
+    if not 0 <= offset <= len(view):
+        raise ValueError(f"offset {offset} outside the {len(view)} bytes of data")
+    return _walk_entity(_Walk(view, offset, len(view)), _plan(entity_type), offset) - offset
