@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 
 from kio.schema.errors import ErrorCode
 
+from kvstream.group.timers import CancelTimer as CancelTimer
+from kvstream.group.timers import SetTimer as SetTimer
+
 NEW_MEMBER_JOIN_TIMEOUT_MS = 300_000  # Kafka's GroupCoordinator.NewMemberJoinTimeoutMs (KIP-394)
 UNKNOWN_MEMBER = ""
 
@@ -265,19 +268,6 @@ class LeaveResult:
     token: int
     error: ErrorCode
     members: tuple[tuple[str, str | None, ErrorCode], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    kind: str
-    key: str
-    deadline_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTimer:
-    kind: str
-    key: str
 
 
 Output = JoinResult | SyncResult | Reply | LeaveResult | SetTimer | CancelTimer

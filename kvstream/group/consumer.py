@@ -58,6 +58,8 @@ from dataclasses import dataclass, field, replace
 from kio.schema.errors import ErrorCode
 
 from kvstream.group.assignors import ASSIGNORS, MemberSubscription
+from kvstream.group.timers import CancelTimer as CancelTimer
+from kvstream.group.timers import SetTimer as SetTimer
 
 JOIN_EPOCH = 0
 LEAVE_EPOCH = -1  # Kafka's LEAVE_GROUP_MEMBER_EPOCH
@@ -247,19 +249,6 @@ class HeartbeatResult:
 class Reply:
     token: int
     error: ErrorCode
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    kind: str
-    key: str
-    deadline_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTimer:
-    kind: str
-    key: str
 
 
 Output = HeartbeatResult | Reply | SetTimer | CancelTimer
