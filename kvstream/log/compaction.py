@@ -80,7 +80,7 @@ from typing import Final
 import crc32c
 
 from kvstream.log import keys
-from kvstream.log.partition import IndexEntry
+from kvstream.log.partition import IndexEntry, iter_index
 from kvstream.log.txn import StagedWrites
 from kvstream.protocol import records
 from kvstream.storage.base import KVStore
@@ -477,11 +477,8 @@ class CleanerPass:
 
 
 def _read_index(store: KVStore, topic_id: uuid.UUID, partition: int) -> list[IndexEntry]:
-    lo = keys.partition_prefix(keys.INDEX, topic_id, partition)
     with store.read() as txn:
-        return [
-            IndexEntry.decode(keys.offset_of(k), v) for k, v in txn.scan(lo, keys.prefix_end(lo))
-        ]
+        return list(iter_index(txn, topic_id, partition))
 
 
 def begin_pass(

@@ -29,7 +29,7 @@ from kvstream.log.metadata import (
     topic_configs_record,
     topic_record,
 )
-from kvstream.log.partition import AppendError, IndexEntry, PartitionLog, StagedAppend
+from kvstream.log.partition import AppendError, PartitionLog, StagedAppend, iter_index
 from kvstream.log.retention import policy_of, retention_cut
 from kvstream.log.txn import StagedWrites
 from kvstream.log.writer import Operation
@@ -335,12 +335,8 @@ class LogManager:
                     if log is None:
                         continue
                     with self.store.read() as txn:
-                        lo = keys.partition_prefix(keys.INDEX, topic.topic_id, p)
                         cut = retention_cut(
-                            (
-                                IndexEntry.decode(keys.offset_of(k), v)
-                                for k, v in txn.scan(lo, keys.prefix_end(lo))
-                            ),
+                            iter_index(txn, topic.topic_id, p),
                             log.next_log_start,
                             now,
                             policy,

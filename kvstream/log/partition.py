@@ -14,14 +14,14 @@ from the committed one (`end_offset`) while that group's commit is in flight.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from kvstream.log import keys
 from kvstream.log.producer_state import BatchMetadata, ProducerEntry, Verdict, check
 from kvstream.log.txn import StagedWrites
 from kvstream.protocol import records
-from kvstream.storage.base import KVStore
+from kvstream.storage.base import KVStore, ReadTxn
 
 
 class AppendError(Exception):
@@ -55,6 +55,13 @@ class IndexEntry:
     @classmethod
     def decode(cls, base_offset: int, raw: bytes) -> IndexEntry:
         return cls(base_offset, *keys.INDEX_VALUE.unpack(raw))
+
+
+def iter_index(txn: ReadTxn, topic_id: uuid.UUID, partition: int) -> Iterator[IndexEntry]:
+    """The partition's batch index entries in offset order, read lazily inside ``txn``."""
+    lo = keys.partition_prefix(keys.INDEX, topic_id, partition)
+    for key, value in txn.scan(lo, keys.prefix_end(lo)):
+        yield IndexEntry.decode(keys.offset_of(key), value)
 
 
 class PartitionLog:
@@ -154,12 +161,8 @@ class PartitionLog:
         return out
 
     def index_entries(self) -> list[IndexEntry]:
-        lo = self._index_lo
         with self.store.read() as txn:
-            return [
-                IndexEntry.decode(keys.offset_of(k), v)
-                for k, v in txn.scan(lo, keys.prefix_end(lo))
-            ]
+            return list(iter_index(txn, self.topic_id, self.partition))
 
     def visible_index_entries(self) -> list[IndexEntry]:
         """Index entries of batches below the high watermark (what consumers may see; Kafka's
