@@ -215,6 +215,7 @@ class BatchHeader:
     producer_epoch: int
     base_sequence: int
     record_count: int
+    payload: bytes = b""  # the records section (compressed when codec != 0)
 
     @property
     def codec(self) -> int:
@@ -299,7 +300,8 @@ def stored_batches(bootstrap: str, topic: str, partition: int) -> list[BatchHead
                 base, _, _epoch, magic = struct.unpack_from(">qiib", data, pos)
                 attrs, delta = struct.unpack_from(">hi", data, pos + 21)
                 pid, pepoch, seq, count = struct.unpack_from(">qhii", data, pos + 43)
-                batch = BatchHeader(base, delta, magic, attrs, pid, pepoch, seq, count)
+                payload = bytes(data[pos + 61 : pos + 12 + batch_len])
+                batch = BatchHeader(base, delta, magic, attrs, pid, pepoch, seq, count, payload)
                 if batch.next_offset > offset:
                     if batch.base_offset >= offset or not batches:
                         batches.append(batch)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import confluent_kafka
 import pytest
 
+from kvstream.protocol.records import Compression, compress
 from tests.integration.broker import BrokerProcess
 from tests.integration.clients import (
     ALL_CLIENTS,
@@ -199,10 +200,22 @@ def test_compression_round_trip(broker: BrokerProcess, client: Client, codec: st
             r.partition == p for r in consumed.records
         )
         codecs = {b.codec for b in batches}
-        assert codecs <= {CODEC_IDS[codec]}, (
-            f"{client.name} {codec}: partition {p} has batches with codec ids {sorted(codecs)}, "
-            f"expected only {CODEC_IDS[codec]} ({codec})"
+        assert codecs <= {0, CODEC_IDS[codec]}, (
+            f"{client.name} {codec}: partition {p} has batches with codec ids {sorted(codecs)}"
         )
+        assert CODEC_IDS[codec] in codecs, f"{client.name} {codec}: nothing compressed in {p}"
+        # librdkafka (like Kafka's producer) sends a batch uncompressed when compressing it
+        # would not make it smaller, e.g. a lone record with a null value. Anything else sent
+        # uncompressed is the trap this test is for (a client that silently stopped
+        # compressing): compressing its records must not have saved more than a codec's
+        # framing overhead.
+        for b in batches:
+            if b.codec == 0:
+                packed = compress(Compression(CODEC_IDS[codec]), b.payload)
+                assert len(packed) + 32 > len(b.payload), (
+                    f"{client.name} {codec}: an uncompressed batch of {b.record_count} records "
+                    f"({len(b.payload)} bytes) would compress to {len(packed)} bytes"
+                )
 
 
 def test_kafka_python_default_producer_is_idempotent_and_exactly_once(
