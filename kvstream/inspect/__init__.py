@@ -1,0 +1,1 @@
+"""kvstream-inspect: the offline reader of a data directory (see kvstream/inspect/cli.py)."""
