@@ -9,9 +9,25 @@ from __future__ import annotations
 
 import os
 
-from kvstream.storage.base import KVStore
+from kvstream.storage.base import KVStore, StorageError
 
 ENGINES = ("lmdb", "memory")
+
+_MARKERS = {"lmdb": "data.mdb", "leveldb": "CURRENT"}
+"""A file whose presence in a data directory says which engine wrote it."""
+
+
+def detect_engine(path: str | os.PathLike[str]) -> str | None:
+    """The engine whose files are in directory ``path``, or None (missing or empty dir).
+
+    Raises ``StorageError`` when the directory holds the files of more than one engine.
+    """
+    found = [
+        name for name, marker in _MARKERS.items() if os.path.exists(os.path.join(path, marker))
+    ]
+    if len(found) > 1:
+        raise StorageError(f"{os.fspath(path)} holds files of several engines: {', '.join(found)}")
+    return found[0] if found else None
 
 
 def open_store(
