@@ -16,20 +16,29 @@ background loop and :meth:`LogCleaner.run_once`), so no two passes stage over th
 from __future__ import annotations
 
 import logging
+import marshal
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
+from types import TracebackType
+from typing import Any
 
 import trio
 
 from kvstream.log.compaction import (
     CLEANUP_POLICY,
+    MAX_WORKER_FRAME,
     CompactionConfig,
     PassResult,
     begin_pass,
     clean_slice,
     is_compacted,
     map_slice,
+    pass_to_plain,
+    slice_from_plain,
 )
 from kvstream.log.manager import LogManager
 from kvstream.log.metadata import TopicImage
@@ -39,6 +48,8 @@ from kvstream.log.writer import GroupCommitWriter
 log = logging.getLogger(__name__)
 
 DEFAULT_SLICE_BYTES = 1 << 20
+DEFAULT_WORKER_NICE = 0
+WORKER_CLOSE_TIMEOUT_S = 5.0
 
 # topic -> its effective configs (broker defaults overlaid with the topic's overrides)
 TopicConfigs = Callable[[TopicImage], Mapping[str, str]]
@@ -52,11 +63,15 @@ class LogCleaner:
         configs: TopicConfigs,
         *,
         slice_bytes: int = DEFAULT_SLICE_BYTES,
+        worker_path: str | os.PathLike[str] | None = None,
+        worker_nice: int = DEFAULT_WORKER_NICE,
     ) -> None:
         self.logs = logs
         self.writer = writer
         self.configs = configs
         self.slice_bytes = slice_bytes
+        self.worker_path = None if worker_path is None else os.fspath(worker_path)
+        self.worker_nice = worker_nice
         self._lock = trio.Lock()
         self.passes = 0
 
@@ -66,7 +81,7 @@ class LogCleaner:
         """One pass over every partition of every compacted topic that needs cleaning (all of
         them with ``force``); the result maps (topic, partition) to what each pass did."""
         done: dict[tuple[str, int], PassResult] = {}
-        async with self._lock:
+        async with self._lock, _WorkerSlot(self.worker_path, self.worker_nice) as workers:
             for topic in list(self.logs.image.topics.values()):
                 configs = self.configs(topic)
                 if not is_compacted(configs.get(CLEANUP_POLICY, "")):
@@ -78,7 +93,7 @@ class LogCleaner:
                         continue
                     now = int(time.time() * 1000) if now_ms is None else now_ms
                     try:
-                        result = await self._clean(plog, config, now, force)
+                        result = await self._clean(plog, config, now, force, workers)
                     except Exception as exc:  # deleted topic, failed commit: next interval
                         log.info("cleaner: %s-%d pass abandoned: %r", topic.name, p, exc)
                         continue
@@ -87,7 +102,12 @@ class LogCleaner:
         return done
 
     async def _clean(
-        self, plog: PartitionLog, config: CompactionConfig, now_ms: int, force: bool
+        self,
+        plog: PartitionLog,
+        config: CompactionConfig,
+        now_ms: int,
+        force: bool,
+        workers: _WorkerSlot,
     ) -> PassResult | None:
         store = self.logs.store
         cp = await trio.to_thread.run_sync(
@@ -107,13 +127,22 @@ class LogCleaner:
         )
         if cp is None:
             return None
+        worker = await workers.get()
+        if worker is not None:
+            await worker.call("pass", pass_to_plain(cp))
         while not cp.map_complete:
-            await trio.to_thread.run_sync(map_slice, store, cp, self.slice_bytes)
+            if worker is None:
+                await trio.to_thread.run_sync(map_slice, store, cp, self.slice_bytes)
+            else:
+                cp.map_cursor, cp.end_offset = await worker.call("map", self.slice_bytes)
         cursor: int | None = cp.clean_start
         read = written = removed = rewritten = deleted = slices = 0
         horizon: int | None = None
         while cursor is not None:
-            sl = await trio.to_thread.run_sync(clean_slice, store, cp, cursor, self.slice_bytes)
+            if worker is None:
+                sl = await trio.to_thread.run_sync(clean_slice, store, cp, cursor, self.slice_bytes)
+            else:
+                sl = slice_from_plain(await worker.call("clean", cursor, self.slice_bytes))
             if sl.delete_horizon is not None and (horizon is None or sl.delete_horizon < horizon):
                 horizon = sl.delete_horizon
             checkpoint = (cp.end_offset, horizon) if sl.cursor is None else None
@@ -153,3 +182,128 @@ class LogCleaner:
                     r.bytes_read,
                     r.bytes_written,
                 )
+
+
+class WorkerError(Exception):
+    """The worker process reported an error, or died, during a request."""
+
+
+_FRAME_HEAD = 4
+_WORKER_CODE = (
+    "import sys; from kvstream.log.compaction import worker_main; sys.exit(worker_main())"
+)
+# The directory holding the kvstream package, put on the worker's PYTHONPATH so it imports the
+# same code as the broker even when the broker runs from a checkout.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class CleanerWorker:
+    """The cleaner's read-only worker process (LMDB): runs map_slice/clean_slice on request.
+
+    Requests and answers are ``marshal`` frames (kvstream.log.compaction.serve_worker) over the
+    process's stdin/stdout, read and written by trio streams, so the event loop never blocks
+    and never holds the GIL for more than the (small) encode/decode of one slice's changes.
+    """
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self._buf = bytearray()
+
+    @classmethod
+    async def start(cls, path: str, nice: int = 0) -> CleanerWorker:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-c", _WORKER_CODE, path, str(nice)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        return cls(process)
+
+    async def _receive_exactly(self, n: int) -> bytes:
+        stdout = self.process.stdout
+        assert stdout is not None
+        while len(self._buf) < n:
+            chunk = await stdout.receive_some(max(1 << 16, n - len(self._buf)))
+            if not chunk:
+                raise WorkerError(f"cleaner worker exited (code {self.process.poll()})")
+            self._buf += chunk
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    async def call(self, *request: Any) -> Any:
+        """Send one request and return the value of its answer; raises WorkerError."""
+        stdin = self.process.stdin
+        assert stdin is not None
+        data = marshal.dumps(request)
+        try:
+            await stdin.send_all(len(data).to_bytes(_FRAME_HEAD, "big") + data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise WorkerError(f"cleaner worker gone: {exc!r}") from exc
+        size = int.from_bytes(await self._receive_exactly(_FRAME_HEAD), "big")
+        if size > MAX_WORKER_FRAME:
+            raise WorkerError(f"cleaner worker sent a frame of {size} bytes")
+        status, value = marshal.loads(await self._receive_exactly(size))
+        if status != "ok":
+            raise WorkerError(str(value))
+        return value
+
+    async def aclose(self) -> None:
+        """Close its stdin (it exits at the end of its input) and reap it; kill it if it does
+        not exit within WORKER_CLOSE_TIMEOUT_S."""
+        process = self.process
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(WORKER_CLOSE_TIMEOUT_S):
+                if process.stdin is not None:
+                    await process.stdin.aclose()
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
+
+
+class _WorkerSlot:
+    """One round's worker: started on the first pass that needs it, closed with the round.
+
+    Without a path (memory engine) or when the process cannot start, ``get`` returns None and
+    the read phases run in worker threads instead. A worker that failed is replaced by the
+    next ``get`` (the failed pass itself is abandoned by the caller).
+    """
+
+    def __init__(self, path: str | None, nice: int) -> None:
+        self.path = path
+        self.nice = nice
+        self.worker: CleanerWorker | None = None
+
+    async def get(self) -> CleanerWorker | None:
+        if self.path is None:
+            return None
+        if self.worker is not None and self.worker.process.returncode is None:
+            return self.worker
+        await self.aclose()
+        try:
+            self.worker = await CleanerWorker.start(self.path, self.nice)
+        except OSError as exc:
+            log.warning("cleaner: worker process did not start (%r): using threads", exc)
+            self.path = None
+        return self.worker
+
+    async def aclose(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            await worker.aclose()
+
+    async def __aenter__(self) -> _WorkerSlot:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

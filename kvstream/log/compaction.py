@@ -71,11 +71,12 @@ stay responsive::
 from __future__ import annotations
 
 import hashlib
+import marshal
 import struct
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, BinaryIO, Final
 
 import crc32c
 
@@ -97,13 +98,23 @@ __all__ = [
     "CompactionConfig",
     "DirtyStats",
     "PassResult",
+    "PlainPass",
+    "PlainSlice",
     "assess",
     "begin_pass",
     "clean_slice",
     "compact",
     "is_compacted",
     "map_slice",
+    "pass_from_plain",
+    "pass_to_plain",
+    "read_frame",
+    "serve_worker",
     "should_clean",
+    "slice_from_plain",
+    "slice_to_plain",
+    "worker_main",
+    "write_frame",
 ]
 
 CLEANUP_POLICY: Final = "cleanup.policy"
@@ -854,3 +865,203 @@ def compact(
             horizon = sl.delete_horizon
         cursor = sl.cursor
     return PassResult(cp.end_offset, read, written, removed, rewritten, deleted, slices, horizon)
+
+
+# --------------------------------------------------------------------------------------------
+# The read phases in another process (plain data across a pipe)
+# --------------------------------------------------------------------------------------------
+
+# A pass and a slice as tuples of ints, floats, bytes, None, lists and dicts: what ``marshal``
+# carries, so the worker process needs no pickle and the parent rebuilds typed objects.
+PlainPass = tuple[Any, ...]
+PlainSlice = tuple[Any, ...]
+
+_FRAME: Final = struct.Struct(">I")
+MAX_WORKER_FRAME: Final = 1 << 30
+"""Refuse a frame longer than this (a corrupt pipe), in either direction."""
+
+
+def pass_to_plain(cp: CleanerPass) -> PlainPass:
+    """Everything :func:`map_slice` and :func:`clean_slice` read of a pass (not its map)."""
+    c, s = cp.config, cp.stats
+    return (
+        cp.topic_id.bytes,
+        cp.partition,
+        cp.log_start_offset,
+        cp.first_dirty_offset,
+        cp.end_offset,
+        cp.now_ms,
+        (
+            c.min_cleanable_dirty_ratio,
+            c.min_compaction_lag_ms,
+            c.max_compaction_lag_ms,
+            c.delete_retention_ms,
+        ),
+        (
+            s.log_start_offset,
+            s.first_dirty_offset,
+            s.cleanable_end,
+            s.clean_bytes,
+            s.dirty_bytes,
+            s.uncleanable_bytes,
+            s.first_dirty_timestamp,
+        ),
+        cp.clean_start,
+        cp.map_cursor,
+        dict(cp.producer_last_batch),
+        cp.max_map_entries,
+        cp.max_uncompressed,
+    )
+
+
+def pass_from_plain(t: PlainPass) -> CleanerPass:
+    """The pass of :func:`pass_to_plain`, with an empty offset map."""
+    (tid, part, start, dirty, end, now, conf, stats, clean_start, cursor, last, entries, limit) = t
+    return CleanerPass(
+        topic_id=uuid.UUID(bytes=tid),
+        partition=part,
+        log_start_offset=start,
+        first_dirty_offset=dirty,
+        end_offset=end,
+        now_ms=now,
+        config=CompactionConfig(*conf),
+        stats=DirtyStats(*stats),
+        clean_start=clean_start,
+        map_cursor=cursor,
+        producer_last_batch=dict(last),
+        max_map_entries=entries,
+        max_uncompressed=limit,
+    )
+
+
+def slice_to_plain(sl: CleanSlice) -> PlainSlice:
+    changes = [
+        (
+            ch.base_offset,
+            ch.last_offset,
+            ch.batch,
+            None
+            if ch.index is None
+            else (
+                ch.index.base_offset,
+                ch.index.last_offset,
+                ch.index.max_timestamp,
+                ch.index.size,
+                ch.index.producer_id,
+                ch.index.producer_epoch,
+                ch.index.base_sequence,
+                ch.index.records_count,
+                ch.index.attributes,
+            ),
+        )
+        for ch in sl.changes
+    ]
+    return (
+        sl.topic_id.bytes,
+        sl.partition,
+        changes,
+        sl.cursor,
+        sl.bytes_read,
+        sl.bytes_written,
+        sl.records_removed,
+        sl.delete_horizon,
+    )
+
+
+def slice_from_plain(t: PlainSlice) -> CleanSlice:
+    tid, part, changes, cursor, read, written, removed, horizon = t
+    return CleanSlice(
+        uuid.UUID(bytes=tid),
+        part,
+        [
+            BatchChange(base, last, batch, None if index is None else IndexEntry(*index))
+            for base, last, batch, index in changes
+        ],
+        cursor,
+        read,
+        written,
+        removed,
+        horizon,
+    )
+
+
+def write_frame(out: BinaryIO, message: Any) -> None:
+    """One length-prefixed ``marshal`` frame (the worker pipe's format)."""
+    data = marshal.dumps(message)
+    out.write(_FRAME.pack(len(data)) + data)
+    out.flush()
+
+
+def read_frame(inp: BinaryIO) -> Any:
+    """The next frame of :func:`write_frame`; raises EOFError at the end of the stream."""
+    head = inp.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        raise EOFError
+    (size,) = _FRAME.unpack(head)
+    if size > MAX_WORKER_FRAME:
+        raise ValueError(f"worker frame of {size} bytes")
+    data = inp.read(size)
+    if len(data) < size:
+        raise EOFError
+    return marshal.loads(data)
+
+
+def serve_worker(store: KVStore, inp: BinaryIO, out: BinaryIO) -> None:
+    """Answer requests for the read phases of passes until ``inp`` ends.
+
+    Requests (tuples): ``("pass", plain pass)`` starts a pass (a fresh offset map) and answers
+    None; ``("map", max_bytes)`` runs :func:`map_slice` and answers ``(map cursor, pass end)``;
+    ``("clean", cursor, max_bytes)`` runs :func:`clean_slice` and answers the plain slice. Each
+    answer is ``("ok", value)`` or ``("error", message)``. The store is only read.
+    """
+    cp: CleanerPass | None = None
+    while True:
+        try:
+            request = read_frame(inp)
+        except EOFError:
+            return
+        try:
+            op = request[0]
+            if op == "pass":
+                cp = pass_from_plain(request[1])
+                value: object = None
+            elif cp is None:
+                raise ValueError(f"{op!r} before a pass")
+            elif op == "map":
+                map_slice(store, cp, request[1])
+                value = (cp.map_cursor, cp.end_offset)
+            elif op == "clean":
+                value = slice_to_plain(clean_slice(store, cp, request[1], request[2]))
+            else:
+                raise ValueError(f"unknown request {op!r}")
+            reply: tuple[str, object] = ("ok", value)
+        except Exception as exc:  # reported to the parent, which abandons the pass
+            reply = ("error", repr(exc))
+        write_frame(out, reply)
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the cleaner's worker process: ``<data dir> <nice>``, requests on stdin.
+
+    Opens the LMDB environment read-only (LMDB registers the readers of every process in its
+    lock file, so the broker's writes and this process's snapshots never conflict). The
+    answers go to the original stdout; fd 1 is pointed at stderr so nothing else can write
+    into the pipe.
+    """
+    import os
+    import sys
+
+    from kvstream.storage.open import open_store
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    path, nice = args[0], int(args[1]) if len(args) > 1 else 0
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    if nice > 0:
+        os.nice(nice)
+    store = open_store(path, "lmdb", readonly=True)
+    try:
+        serve_worker(store, sys.stdin.buffer, out)
+    finally:
+        store.close()
+    return 0

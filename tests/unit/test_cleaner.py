@@ -5,11 +5,14 @@ real GroupCommitWriter task. Timestamps are explicit (`now_ms`), so nothing slee
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import trio
 
+from kvstream.log import cleaner as cleaner_mod
 from kvstream.log import keys
 from kvstream.log.cleaner import LogCleaner
 from kvstream.log.compaction import (
@@ -18,6 +21,13 @@ from kvstream.log.compaction import (
     begin_pass,
     clean_slice,
     map_slice,
+    pass_from_plain,
+    pass_to_plain,
+    read_frame,
+    serve_worker,
+    slice_from_plain,
+    slice_to_plain,
+    write_frame,
 )
 from kvstream.log.manager import LogManager, Refused
 from kvstream.log.metadata import TopicImage
@@ -57,7 +67,7 @@ async def _setup(logs: LogManager, writer: GroupCommitWriter, name: str = "c") -
     assert log is not None
     # 10 versions of 5 keys, one batch per version, then a tombstone for k0 and a head batch.
     for version in range(10):
-        pairs = [(b"k%d" % k, b"v%d" % version) for k in range(5)]
+        pairs: list[tuple[bytes, bytes | None]] = [(b"k%d" % k, b"v%d" % version) for k in range(5)]
         await writer.submit(logs.append_op(log, [_batch(pairs)])).wait()
     await writer.submit(logs.append_op(log, [_batch([(b"k0", None)])])).wait()
     await writer.submit(logs.append_op(log, [_batch([(b"head", b"h")])])).wait()
@@ -201,3 +211,122 @@ async def test_slice_never_resurrects_batches_delete_records_removed_in_its_grou
         assert log.log_start_offset == 30
         assert min(stored_batches(store, log)) >= 30
         assert all(r.offset >= 30 for r in read_records(log, 30))
+
+
+# -- the read phases in a worker process (LMDB; what the broker uses) --------------------------
+
+
+def _lmdb_stores(tmp_path: Path) -> Stores:
+    return Stores("lmdb", tmp_path / "data")
+
+
+async def test_worker_process_pass_equals_the_thread_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same two rounds as the first test, once with the read phases in worker threads and
+    once in the worker process: the stored batches end up byte for byte the same."""
+    started: list[cleaner_mod.CleanerWorker] = []
+    real_start = cleaner_mod.CleanerWorker.start
+
+    async def start(path: str, nice: int = 0) -> cleaner_mod.CleanerWorker:
+        worker = await real_start(path, nice)
+        started.append(worker)
+        return worker
+
+    monkeypatch.setattr(cleaner_mod.CleanerWorker, "start", start)
+    outcome: dict[bool, tuple[list[object], dict[int, bytes]]] = {}
+    for use_worker in (False, True):
+        stores = Stores("lmdb", tmp_path / f"data-{use_worker}")
+        store = stores.open()
+        try:
+            async with running(store) as (logs, writer):
+                log = await _setup(logs, writer)
+                before = _latest(log)
+                cleaner = LogCleaner(
+                    logs,
+                    writer,
+                    _configs,
+                    slice_bytes=200,
+                    worker_path=stores.path if use_worker else None,
+                )
+                first = (await cleaner.run_once(NOW))[("c", 0)]
+                assert first.slices > 1
+                assert first.records_removed == 46
+                assert first.first_dirty_offset == 51
+                assert _latest(log) == before
+                assert log.earliest_delete_horizon == NOW + 86_400_000
+                second = (await cleaner.run_once(NOW + 86_400_000))[("c", 0)]
+                assert second.records_removed == 1
+                assert b"k0" not in _latest(log)
+                outcome[use_worker] = ([first, second], stored_batches(store, log))
+        finally:
+            store.close()
+    assert outcome[True] == outcome[False]
+    assert len(started) == 2  # one worker per round that had a pass to run...
+    assert all(w.process.returncode == 0 for w in started)  # ...closed with its round
+
+
+async def test_a_worker_that_cannot_read_abandons_the_pass(tmp_path: Path) -> None:
+    stores = _lmdb_stores(tmp_path)
+    store = stores.open()
+    try:
+        async with running(store) as (logs, writer):
+            log = await _setup(logs, writer)
+            before = stored_batches(store, log)
+            broken = LogCleaner(logs, writer, _configs, worker_path=tmp_path / "missing")
+            assert await broken.run_once(NOW) == {}
+            assert stored_batches(store, log) == before
+            assert log.first_dirty_offset is None
+            working = LogCleaner(logs, writer, _configs, worker_path=stores.path)
+            assert (await working.run_once(NOW))[("c", 0)].records_removed == 46
+    finally:
+        store.close()
+
+
+def test_serve_worker_answers_like_the_engine(tmp_path: Path) -> None:
+    """serve_worker over in-memory pipes (no process): the plain answers rebuild the slices
+    that map_slice/clean_slice return directly; bad requests get error answers."""
+    store = _lmdb_stores(tmp_path).open()
+    try:
+
+        async def fill() -> PartitionLog:
+            async with running(store) as (logs, writer):
+                return await _setup(logs, writer)
+
+        log = trio.run(fill)
+        cp = begin_pass(
+            store,
+            log.topic_id,
+            0,
+            log_start_offset=0,
+            log_end_offset=log.end_offset,
+            now_ms=NOW,
+            config=CompactionConfig.from_configs(COMPACT),
+        )
+        assert cp is not None
+        requests = io.BytesIO()
+        write_frame(requests, ("map", 1 << 20))  # before any pass: an error
+        write_frame(requests, ("pass", pass_to_plain(cp)))
+        write_frame(requests, ("map", 300))
+        write_frame(requests, ("map", 1 << 20))
+        write_frame(requests, ("clean", cp.clean_start, 500))
+        write_frame(requests, ("nonsense",))
+        requests.seek(0)
+        answers = io.BytesIO()
+        serve_worker(store, requests, answers)
+        answers.seek(0)
+        replies = [read_frame(answers) for _ in range(6)]
+        with pytest.raises(EOFError):
+            read_frame(answers)
+        assert replies[0][0] == "error" and replies[5][0] == "error"
+        assert replies[1] == ("ok", None)
+        assert pass_from_plain(pass_to_plain(cp)) == cp
+        while not map_slice(store, cp, 300):
+            pass
+        assert replies[3] == ("ok", (cp.map_cursor, cp.end_offset))
+        status, plain = replies[4]
+        assert status == "ok"
+        assert slice_from_plain(plain) == clean_slice(store, cp, cp.clean_start, 500)
+        assert slice_from_plain(slice_to_plain(slice_from_plain(plain))) == slice_from_plain(plain)
+    finally:
+        store.close()
