@@ -23,7 +23,9 @@ Contract, checked for every backend by tests/unit/test_storage_conformance.py:
   turn. Calling ``transact`` from inside ``fn``, or from a thread that holds an open ``read()``
   snapshot of the same store, raises ``StorageError`` (it would deadlock map growth).
 - Every backend failure surfaces as ``StorageError`` (the broker answers KAFKA_STORAGE_ERROR);
-  ``StorageFullError`` when the disk or the map cannot grow.
+  ``StorageFullError`` when the disk or the map cannot grow; at open, ``StoreLockedError`` when
+  another process holds an exclusive store (LevelDB) and ``EngineMismatchError`` when the
+  directory belongs to another engine.
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ class StorageError(Exception):
 
 class StorageFullError(StorageError):
     """The disk or the map cannot grow (ENOSPC, EDQUOT, the map at its maximum, ...)."""
+
+
+class StoreLockedError(StorageError):
+    """Another process (or another open store of this process) holds the store's exclusive
+    lock: LevelDB allows one process at a time, so a running broker must be stopped first."""
+
+
+class EngineMismatchError(StorageError):
+    """The data directory holds (or records) a store of another engine than the one asked for.
+
+    Never "fixed" by creating the other engine's files beside it: the message names both
+    engines and the setting that selects the right one.
+    """
 
 
 def check_key(key: bytes) -> bytes:
@@ -106,7 +121,7 @@ class KVStore(Protocol):
     """An ordered key-value store: snapshots to read, one-call transactions to write."""
 
     engine: str
-    """Backend name, as given to ``open_store``: "memory" or "lmdb"."""
+    """Backend name, as given to ``open_store``: "memory", "lmdb" or "leveldb"."""
 
     def read(self) -> contextlib.AbstractContextManager[ReadTxn]:
         """A consistent snapshot for the duration of the ``with`` block.

@@ -1,17 +1,23 @@
 """Open a storage backend by engine name: the one place that knows every backend.
 
-OWNS: the engine names ("memory", "lmdb") and which class serves each.
+OWNS: the engine names ("memory", "lmdb", "leveldb"), which class serves each, and the rule that
+a data directory belongs to one persistent engine: opening it with the other is refused
+(``EngineMismatchError``), never answered by creating the other engine's files beside it.
 MUST NOT KNOW: Kafka, the key schema, trio. Backends are imported only when asked for, so a
-missing optional backend (LevelDB via plyvel, later) breaks only its own engine name.
+missing optional backend (LevelDB via plyvel) breaks only its own engine name.
 """
 
 from __future__ import annotations
 
 import os
 
-from kvstream.storage.base import KVStore, StorageError
+from kvstream.storage.base import EngineMismatchError, KVStore, StorageError
 
-ENGINES = ("lmdb", "memory")
+ENGINES = ("lmdb", "leveldb", "memory")
+PERSISTENT_ENGINES = ("lmdb", "leveldb")
+
+ENGINE_SETTING = "storage.engine"
+"""The broker setting that selects the engine (named in mismatch errors)."""
 
 _MARKERS = {"lmdb": "data.mdb", "leveldb": "CURRENT"}
 """A file whose presence in a data directory says which engine wrote it."""
@@ -30,6 +36,16 @@ def detect_engine(path: str | os.PathLike[str]) -> str | None:
     return found[0] if found else None
 
 
+def check_engine(path: str | os.PathLike[str], engine: str) -> None:
+    """Raise ``EngineMismatchError`` if directory ``path`` holds another engine's store."""
+    found = detect_engine(path)
+    if found is not None and found != engine:
+        raise EngineMismatchError(
+            f"{os.fspath(path)} holds a {found} store, not {engine}: start with "
+            f"{ENGINE_SETTING}={found} to use it, or use another data directory"
+        )
+
+
 def open_store(
     path: str | os.PathLike[str] | None,
     engine: str = "lmdb",
@@ -41,19 +57,28 @@ def open_store(
     """Open the store of ``engine`` in directory ``path``.
 
     ``engine="memory"`` ignores ``path``, ``readonly``, ``map_size`` and ``sync`` (nothing
-    persists). ``engine="lmdb"`` needs ``path`` (the data dir, created unless ``readonly``);
-    ``map_size`` is the initial map (it grows on demand); ``readonly=True`` opens for inspection
-    beside a running writer. Raises ``ValueError`` for an unknown engine or a missing path, and
+    persists). ``engine="lmdb"`` and ``engine="leveldb"`` need ``path`` (the data dir, created
+    unless ``readonly``); ``sync=True`` makes every ``transact`` durable (fsync) before it
+    returns. LMDB: ``map_size`` is the initial map (it grows on demand); ``readonly=True`` opens
+    for inspection beside a running writer. LevelDB: ``map_size`` is not used; ``readonly=True``
+    refuses writes but still needs the store's exclusive lock (``StoreLockedError`` while a
+    broker runs). Raises ``ValueError`` for an unknown engine or a missing path,
+    ``EngineMismatchError`` when ``path`` holds the other persistent engine's store, and
     ``StorageError`` when the backend cannot open.
     """
     if engine == "memory":
         from kvstream.storage.memory import MemoryStore
 
         return MemoryStore()
+    if engine not in PERSISTENT_ENGINES:
+        raise ValueError(f"unknown storage engine {engine!r} (known: {', '.join(ENGINES)})")
+    if path is None:
+        raise ValueError(f"storage engine {engine!r} needs a path (the data directory)")
+    check_engine(path, engine)
     if engine == "lmdb":
-        if path is None:
-            raise ValueError("storage engine 'lmdb' needs a path (the data directory)")
         from kvstream.storage.lmdb_store import LmdbStore
 
         return LmdbStore(path, readonly=readonly, map_size=map_size, sync=sync)
-    raise ValueError(f"unknown storage engine {engine!r} (known: {', '.join(ENGINES)})")
+    from kvstream.storage.leveldb_store import LevelDBStore
+
+    return LevelDBStore(path, readonly=readonly, sync=sync)

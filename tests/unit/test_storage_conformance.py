@@ -1,8 +1,9 @@
 """One conformance suite for every storage backend (the way trio checks every Stream).
 
-Every test taking the ``store`` or ``open_engine`` fixture runs once per entry of ``ENGINES``;
-a new backend (LevelDB) is one more entry there. Tests named ``test_lmdb_*`` cover what only
-LMDB has: files that survive a reopen, map growth, readers in another process.
+Every test taking the ``store`` or ``open_engine`` fixture runs once per entry of ``ENGINES``
+(memory, LMDB, LevelDB); a new backend is one more entry there. Tests named ``test_lmdb_*``
+cover what only LMDB has: files that survive a reopen, map growth, readers in another process.
+What only LevelDB has (its exclusive lock, the write batch) is in test_storage_leveldb.py.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from kvstream.storage.base import (
 from kvstream.storage.lmdb_store import LmdbStore, _storage_error
 from kvstream.storage.open import open_store
 
-ENGINES = ["memory", "lmdb"]
+ENGINES = ["memory", "lmdb", "leveldb"]
 
 OpenEngine = Callable[..., KVStore]
 
