@@ -12,6 +12,7 @@ collides with its old data.
 | 0x00   | 0x00 "format"                                        | format version, be32          |
 | 0x00   | 0x00 "cluster_id"                                    | cluster id, utf-8             |
 | 0x00   | 0x00 "next_producer_id"                              | next producer id, be64        |
+| 0x00   | 0x00 "engine"                                        | storage engine, ascii         |
 | 0x01   | 0x01 offset be64                                     | metadata record (JSON)        |
 | 0x02   | 0x02 tid p base_offset be64                          | record batch v2, as stored    |
 | 0x03   | 0x03 tid p base_offset be64                          | batch index entry (INDEX)     |
@@ -28,6 +29,8 @@ name, length-prefixed): offset q, leader_epoch i, commit_timestamp_ms q, has_met
 ">qiqB"), then the metadata string in utf-8 (absent when has_metadata is 0, i.e. null).
 PARTITION_STATE value: log_start_offset q, log_end_offset q (struct ">qq"); on a single node the
 high watermark equals the log end offset, which only moves after the commit holding it.
+ENGINE value: the engine that created the store ("lmdb", "leveldb" or "memory"), written with the
+format key; a store without it predates the record and was written by LMDB.
 CLEANER_CHECKPOINT value: first_dirty_offset q, earliest_delete_horizon q (struct ">qq"; -1 =
 no tombstone horizon pending). Written by the log cleaner in the commit of a pass's last slice;
 absent until a compacted partition completes its first pass (the cleaner then treats the whole
@@ -55,6 +58,9 @@ CLEANER: Final = b"\x08"
 FORMAT_KEY: Final = META + b"format"
 CLUSTER_ID_KEY: Final = META + b"cluster_id"
 NEXT_PRODUCER_ID_KEY: Final = META + b"next_producer_id"
+ENGINE_KEY: Final = META + b"engine"
+ENGINE_BEFORE_RECORD: Final = "lmdb"
+"""The engine of a store without an ENGINE_KEY (format version 1 stores from before it)."""
 
 BE32: Final = struct.Struct(">i")
 BE64: Final = struct.Struct(">q")

@@ -33,7 +33,7 @@ from kvstream.log.partition import AppendError, PartitionLog, StagedAppend, iter
 from kvstream.log.retention import policy_of, retention_cut
 from kvstream.log.txn import StagedWrites
 from kvstream.log.writer import Operation
-from kvstream.storage.base import KVStore
+from kvstream.storage.base import EngineMismatchError, KVStore
 
 
 class StoreFormatError(Exception):
@@ -92,8 +92,10 @@ class LogManager:
         return logs
 
     def _init_store(self) -> None:
+        engine = self.store.engine
         with self.store.read() as txn:
             raw = txn.get(keys.FORMAT_KEY)
+            raw_engine = txn.get(keys.ENGINE_KEY)
             has_any = next(iter(txn.scan(b"", None, limit=1)), None) is not None
         if raw is None:
             if has_any:
@@ -106,6 +108,7 @@ class LogManager:
 
                 txn.put(keys.CLUSTER_ID_KEY, base64.urlsafe_b64encode(cluster).rstrip(b"="))
                 txn.put(keys.NEXT_PRODUCER_ID_KEY, keys.BE64.pack(0))
+                txn.put(keys.ENGINE_KEY, engine.encode())
 
             self.store.transact(init)
             return
@@ -115,6 +118,15 @@ class LogManager:
             raise StoreFormatError(
                 f"the store has format version {version} ({newer}); this kvstream reads "
                 f"format version {keys.FORMAT_VERSION} only"
+            )
+        # Format 1 stores written before the engine record were all LMDB stores. A memory
+        # store is never reopened: it cannot disagree with what created it.
+        recorded = raw_engine.decode() if raw_engine else keys.ENGINE_BEFORE_RECORD
+        if engine != "memory" and recorded != engine:
+            raise EngineMismatchError(
+                f"the store records storage engine {recorded} but was opened with {engine}: "
+                f"start with storage.engine={recorded} (a store copied from one engine to the "
+                "other needs its engine record rewritten)"
             )
 
     # -- lookups -------------------------------------------------------------------------------

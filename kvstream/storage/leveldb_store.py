@@ -36,8 +36,9 @@ How the ``KVStore`` contract (base.py) maps onto LevelDB:
   before LevelDB sees it: LevelDB's own in-process check closes a descriptor of ``LOCK``, which
   silently drops the process's ``fcntl`` lock on it (POSIX releases every lock of a file when
   any of its descriptors closes).
-- ``readonly=True`` opens an existing store without creating it and refuses ``transact``;
-  LevelDB still takes its lock and may write recovery files while opening.
+- ``readonly=True`` opens an existing store (never creates one: a directory without
+  ``CURRENT`` is refused before LevelDB would create it and its ``LOCK``) and refuses
+  ``transact``; LevelDB still takes its lock and may write recovery files while opening.
 - Errors: ``plyvel.Error`` (IO errors, corruption) -> ``StorageError``; an IO error naming
   ENOSPC, EDQUOT or EFBIG -> ``StorageFullError``. LevelDB remembers a failed write-ahead-log
   write and refuses every later write until the store is reopened (the broker restarted).
@@ -462,6 +463,9 @@ class LevelDBStore:
         try:
             if not readonly:
                 os.makedirs(self._path, exist_ok=True)
+            elif not os.path.isfile(os.path.join(self._path, "CURRENT")):
+                # LevelDB would create the directory and its LOCK file before noticing.
+                raise StorageError(f"leveldb open {self._path!r}: no LevelDB store there")
             self._db: Any = plyvel.DB(
                 self._path,
                 create_if_missing=not readonly,
@@ -486,7 +490,7 @@ class LevelDBStore:
                 err.__cause__ = exc
                 raise err from exc
             raise _storage_error(exc, f"open {self._path!r}") from exc
-        except BaseException:
+        except BaseException:  # StorageError from the check above, KeyboardInterrupt, ...
             self._forget_dir()
             raise
 
