@@ -643,10 +643,14 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
        _principal_list),
     # --- kvstream's own keys -----------------------------------------------------------------
     _b("storage.engine", "STRING", "lmdb", "applies",
-       "kvstream: storage backend, `lmdb` (durable) or `memory` (nothing survives a restart).",
-       _one_of("lmdb", "memory")),
+       "kvstream: storage backend of the data dir: `lmdb` (durable; the offline tool reads "
+       "beside a running broker), `leveldb` (durable LSM tree; one process at a time) or "
+       "`memory` (nothing survives a restart). A data dir keeps the engine that created it: "
+       "starting with the other one is refused (see docs/storage-format.md).",
+       _one_of("lmdb", "leveldb", "memory")),
     _b("storage.lmdb.map.size", "LONG", str(1 << 30), "applies",
-       "kvstream: initial LMDB map size in bytes (grown automatically when full).",
+       "kvstream: initial LMDB map size in bytes (grown automatically when full; not used by "
+       "`leveldb`).",
        _at_least(1 << 20)),
     _b("socket.frame.timeout.ms", "LONG", "5000", "applies",
        "kvstream: a request frame must arrive whole within this many ms of its first byte, "

@@ -316,6 +316,10 @@ class TestLoadConfig:
         assert config.group_min_session_timeout_ms == 1000
         assert config.group_max_session_timeout_ms == 60000
 
+    @pytest.mark.parametrize("engine", ["lmdb", "leveldb", "memory"])
+    def test_every_storage_engine_is_accepted(self, engine: str) -> None:
+        assert load_config(None, [f"storage.engine={engine}"]).storage_engine == engine
+
     def test_overrides_win_over_the_file_and_later_overrides_win(self, tmp_path: Path) -> None:
         path = write(tmp_path, "num.partitions=3\nlog.dirs=/from/file\n")
         config = load_config(path, ["num.partitions=5", "num.partitions=7"])
