@@ -179,7 +179,11 @@ def open_broker(config: BrokerConfig) -> Broker:
     store = open_store(
         None if engine == "memory" else data_dir, engine, map_size=config.storage_map_size
     )
-    return Broker(config, store)
+    try:
+        return Broker(config, store)
+    except BaseException:  # e.g. the store's format or engine record refused
+        store.close()
+        raise
 
 
 async def run_broker(config: BrokerConfig) -> None:

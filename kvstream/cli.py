@@ -1,7 +1,8 @@
 """Command line: `kvstream serve [server.properties] [--override key=value ...]`.
 
 OWNS: argument parsing, logging set-up, and turning configuration errors into one clear line
-and exit status 2.
+and exit status 2 (a storage.engine that does not match the data dir included), other start-up
+failures into one clear line and exit status 1.
 MUST NOT KNOW: anything the broker does after start-up.
 """
 
@@ -52,18 +53,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(run_broker, config)
     except fatal as exc:
-        print(f"kvstream: cannot start: {exc}", file=sys.stderr)
-        return 1
+        return _cannot_start(exc)
     except BaseExceptionGroup as group:
         matched, _rest = group.split(fatal)
         if matched is None:
             raise
-        first = _leaf(matched)
-        print(f"kvstream: cannot start: {first}", file=sys.stderr)
-        return 1
+        return _cannot_start(_leaf(matched))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _cannot_start(exc: BaseException) -> int:
+    """One line on stderr; exit status 2 when the configuration must change (storage.engine
+    does not match the data dir), else 1."""
+    from kvstream.storage.base import EngineMismatchError
+
+    print(f"kvstream: cannot start: {exc}", file=sys.stderr)
+    return 2 if isinstance(exc, EngineMismatchError) else 1
 
 
 def _leaf(exc: BaseException) -> BaseException:

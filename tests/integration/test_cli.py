@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from tests.integration.broker import free_port, wait_for_port
+from kvstream.log.manager import LogManager
+from kvstream.storage.open import open_store
+from tests.integration.broker import BrokerProcess, free_port, wait_for_port
 
 
 def run_serve(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -60,6 +63,51 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot start" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("created", "asked"), [("lmdb", "leveldb"), ("leveldb", "lmdb")])
+def test_storage_engine_not_matching_the_data_dir_stops_startup(
+    tmp_path: Path, created: str, asked: str
+) -> None:
+    data = tmp_path / "data"
+    store = open_store(data, created)
+    LogManager.open(store)  # a kvstream store, as a broker with storage.engine=created left it
+    store.close()
+    before = sorted(os.listdir(data))
+    result = run_serve(
+        "--override", f"listeners=PLAINTEXT://127.0.0.1:{free_port()}",
+        "--override", f"log.dirs={data}",
+        "--override", f"storage.engine={asked}",
+    )  # fmt: skip
+    assert result.returncode == 2, result
+    lines = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert len(lines) == 1, result.stderr
+    assert created in lines[0] and asked in lines[0]
+    assert f"storage.engine={created}" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(data)) == before  # nothing of the other engine created beside it
+
+
+def test_second_broker_on_a_leveldb_dir_is_told_it_is_locked(tmp_path: Path) -> None:
+    # Always kvstream (this module tests its command line), whatever KVSTREAM_TEST_BROKER says.
+    running = BrokerProcess(tmp_path / "data", free_port(), ["storage.engine=leveldb"])
+    running.start()
+    try:
+        result = run_serve(
+            "--override", f"listeners=PLAINTEXT://127.0.0.1:{free_port()}",
+            "--override", f"log.dirs={running.data_dir}",
+            "--override", "storage.engine=leveldb",
+        )  # fmt: skip
+        assert result.returncode == 1, result
+        assert "cannot start" in result.stderr
+        assert "locked by another process" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert running.alive()
+        # The first broker still serves (and still holds its lock).
+        admin = AdminClient({"bootstrap.servers": running.bootstrap})
+        assert list(admin.list_topics(timeout=10).brokers) == [1]
+    finally:
+        running.stop()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
