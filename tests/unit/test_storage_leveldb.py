@@ -10,6 +10,7 @@ format-version refusals.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import plyvel
 import pytest
 
 from kvstream.log import keys
@@ -28,6 +30,7 @@ from kvstream.storage.base import (
     EngineMismatchError,
     KVStore,
     StorageError,
+    StorageFullError,
     StoreLockedError,
     WriteTxn,
 )
@@ -294,6 +297,19 @@ def test_readonly_refuses_writes_and_missing_dirs(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(StorageError):
         open_store(tmp_path / "file", "leveldb")
+
+
+def test_plyvel_errors_map_to_storage_errors() -> None:
+    full = plyvel.IOError(b"IO error: /data/000007.log: " + os.strerror(errno.ENOSPC).encode())
+    assert type(leveldb_store._storage_error(full, "commit")) is StorageFullError
+    quota = plyvel.IOError(b"IO error: /data/000007.log: " + os.strerror(errno.EDQUOT).encode())
+    assert type(leveldb_store._storage_error(quota, "commit")) is StorageFullError
+    corrupt = plyvel.CorruptionError(b"Corruption: block checksum mismatch")
+    err = leveldb_store._storage_error(corrupt, "get")
+    assert type(err) is StorageError and "block checksum mismatch" in str(err)
+    assert err.__cause__ is corrupt
+    closed = leveldb_store._storage_error(RuntimeError("Database is closed"), "get")
+    assert type(closed) is StorageError and "closed" in str(closed)
 
 
 def test_closed_store_under_an_open_snapshot(
