@@ -37,9 +37,9 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 The event loop hands storage commits and cleaner reads to worker threads. Storage calls release
 the GIL around their C work (py-lmdb does for every put) and must take it back afterwards; with
-the default interval each re-take waits up to 5 ms whenever the event loop is busy, so a group
-commit of 80 puts took 420 ms instead of 41 (tools/README: measured with a busy spinning thread).
-At 0.5 ms that wait shrinks tenfold; the cost is more frequent switches between busy threads.
+the default interval each re-take waits up to 5 ms whenever the event loop is busy: the puts of
+one 80 MiB group commit took 328 ms instead of 44 beside a busy thread, and 105 ms at 0.5 ms
+(tools/bench_gil.py). The cost is more frequent switches between busy threads.
 """
 
 
