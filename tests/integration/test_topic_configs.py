@@ -368,3 +368,59 @@ def test_retention_ms_set_on_live_topic_takes_effect(fast_broker: BrokerProcess)
     while _earliest(fast_broker, topic) != 5 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _earliest(fast_broker, topic) == 5  # the head batch (offset 5) is never removed
+
+
+def test_log_append_time_topic_gives_consumers_broker_timestamps(broker: BrokerProcess) -> None:
+    """message.timestamp.type=LogAppendTime: the broker stamps each batch with its own clock
+    (recomputing the CRC), the producer's delivery report and the consumer both see that time
+    with timestamp type LOG_APPEND_TIME, not the producer's CreateTime; a CreateTime topic
+    keeps the producer's timestamp."""
+    stamped, kept = _topic("lat"), _topic("ct")
+    _create(broker, stamped, **{"message.timestamp.type": "LogAppendTime"})
+    _create(broker, kept)
+    producer_ts = 1_500_000_000_000  # 2017: far from the broker's clock
+    reports: dict[str, list[tuple[int, int]]] = {stamped: [], kept: []}
+
+    def report(err: KafkaError | None, msg: confluent_kafka.Message) -> None:
+        assert err is None, err
+        reports[msg.topic()].append(msg.timestamp())
+
+    p = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    before_ms = int(time.time() * 1000)
+    for topic in (stamped, kept):
+        for i in range(3):
+            p.produce(topic, value=b"v%d" % i, timestamp=producer_ts, on_delivery=report)
+    assert p.flush(DEADLINE_S) == 0
+    after_ms = int(time.time() * 1000)
+    assert len(reports[stamped]) == 3
+    for ts_type, ts in reports[stamped]:
+        assert ts_type == confluent_kafka.TIMESTAMP_LOG_APPEND_TIME
+        assert before_ms - 1_000 <= ts <= after_ms + 1_000
+    assert reports[kept] == [(confluent_kafka.TIMESTAMP_CREATE_TIME, producer_ts)] * 3
+
+    seen: dict[str, list[tuple[int, int]]] = {stamped: [], kept: []}
+    c = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": _topic("g"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        c.subscribe([stamped, kept])
+        deadline = time.monotonic() + DEADLINE_S
+        while sum(map(len, seen.values())) < 6 and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            seen[msg.topic()].append(msg.timestamp())
+    finally:
+        c.close()
+    assert len(seen[stamped]) == 3
+    for ts_type, ts in seen[stamped]:
+        assert ts_type == confluent_kafka.TIMESTAMP_LOG_APPEND_TIME
+        assert before_ms - 1_000 <= ts <= after_ms + 1_000
+    assert seen[stamped] == reports[stamped]  # the time the broker stamped is the time stored
+    assert seen[kept] == [(confluent_kafka.TIMESTAMP_CREATE_TIME, producer_ts)] * 3
