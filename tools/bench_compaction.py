@@ -4,9 +4,11 @@
 
 Batches are written straight into the store (as the broker stores them: offsets stamped, index
 entries beside them), then one forced pass of kvstream.log.compaction runs in slices of
---slice-bytes, each slice committed in its own transaction. Prints one JSON object: MB/s of log
-cleaned (input bytes of the pass / wall time of map + rewrite + commits), the phases, the slowest
-slice (what a produce waits for at worst on a shared core) and the size before/after.
+--slice-bytes, each slice committed in its own transaction. With --worker the slices are read in
+the cleaner's worker process (as the broker does on LMDB) and their changes come back through
+its pipe. Prints one JSON object: MB/s of log cleaned (input bytes of the pass / wall time of
+map + rewrite + commits), the phases, the slowest slice (what a produce waits for at worst on a
+shared core) and the size before/after.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,6 +82,29 @@ def build(store: KVStore, topic_id: uuid.UUID, args: argparse.Namespace) -> tupl
     return offset, total
 
 
+class Worker:
+    """The broker's cleaner worker process (kvstream.log.compaction.worker_main), driven
+    synchronously: what the broker does with trio streams, minus the event loop."""
+
+    def __init__(self, path: str, cp: compaction.CleanerPass) -> None:
+        argv, env = compaction.worker_command(path)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.call("pass", compaction.pass_to_plain(cp))
+
+    def call(self, *request: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        compaction.write_frame(self.proc.stdin, request)
+        status, value = compaction.read_frame(self.proc.stdout)
+        if status != "ok":
+            raise RuntimeError(value)
+        return value
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(tmp, args.engine, sync=False)
@@ -103,10 +129,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert cp is not None
             t_begin = time.perf_counter() - t0
             slowest = 0.0
+            worker = Worker(tmp, cp) if args.worker else None
             t1 = time.perf_counter()
             while True:
                 s0 = time.perf_counter()
-                done = compaction.map_slice(store, cp, args.slice_bytes)
+                if worker is None:
+                    done = compaction.map_slice(store, cp, args.slice_bytes)
+                else:
+                    cp.map_cursor, cp.end_offset = worker.call("map", args.slice_bytes)
+                    done = cp.map_complete
                 slowest = max(slowest, time.perf_counter() - s0)
                 if done:
                     break
@@ -116,7 +147,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t2 = time.perf_counter()
             while cursor is not None:
                 s0 = time.perf_counter()
-                sl = compaction.clean_slice(store, cp, cursor, args.slice_bytes)
+                if worker is None:
+                    sl = compaction.clean_slice(store, cp, cursor, args.slice_bytes)
+                else:
+                    sl = compaction.slice_from_plain(worker.call("clean", cursor, args.slice_bytes))
                 staged = sl.writes
                 if staged:
                     store.transact(staged.apply)
@@ -128,6 +162,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cursor = sl.cursor
             t_clean = time.perf_counter() - t2
             total_s = time.perf_counter() - t0
+            if worker is not None:
+                worker.close()
             mb = read / 1e6
             return {
                 "engine": args.engine,
@@ -140,7 +176,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "cleaned_mb": round(mb, 2),
                 "after_mb": round(written / 1e6, 2),
                 "records_removed": removed,
-                "distinct_keys_mapped": len(cp.offset_map),
+                "distinct_keys_mapped": None if args.worker else len(cp.offset_map),
+                "worker_process": args.worker,
                 "seconds": round(total_s, 3),
                 "mb_per_s": round(mb / total_s, 1),
                 "phases_s": {
@@ -170,6 +207,11 @@ def main() -> None:
     ap.add_argument("--tombstones", type=float, default=0.01, help="fraction of tombstones")
     ap.add_argument("--slice-bytes", type=int, default=1 << 20)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--worker",
+        action="store_true",
+        help="run map/clean slices in the worker process, as the broker does (lmdb only)",
+    )
     print(json.dumps(run(ap.parse_args()), indent=2))
 
 

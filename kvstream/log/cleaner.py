@@ -19,7 +19,6 @@ import logging
 import marshal
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -39,6 +38,7 @@ from kvstream.log.compaction import (
     map_slice,
     pass_to_plain,
     slice_from_plain,
+    worker_command,
 )
 from kvstream.log.manager import LogManager
 from kvstream.log.metadata import TopicImage
@@ -189,12 +189,6 @@ class WorkerError(Exception):
 
 
 _FRAME_HEAD = 4
-_WORKER_CODE = (
-    "import sys; from kvstream.log.compaction import worker_main; sys.exit(worker_main())"
-)
-# The directory holding the kvstream package, put on the worker's PYTHONPATH so it imports the
-# same code as the broker even when the broker runs from a checkout.
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class CleanerWorker:
@@ -211,13 +205,9 @@ class CleanerWorker:
 
     @classmethod
     async def start(cls, path: str, nice: int = 0) -> CleanerWorker:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        argv, env = worker_command(path, nice)
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-c", _WORKER_CODE, path, str(nice)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
         return cls(process)
 

@@ -72,11 +72,13 @@ from __future__ import annotations
 
 import hashlib
 import marshal
+import os
 import struct
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Final
+from typing import IO, Any, Final
 
 import crc32c
 
@@ -113,6 +115,7 @@ __all__ = [
     "should_clean",
     "slice_from_plain",
     "slice_to_plain",
+    "worker_command",
     "worker_main",
     "write_frame",
 ]
@@ -985,14 +988,14 @@ def slice_from_plain(t: PlainSlice) -> CleanSlice:
     )
 
 
-def write_frame(out: BinaryIO, message: Any) -> None:
+def write_frame(out: IO[bytes], message: Any) -> None:
     """One length-prefixed ``marshal`` frame (the worker pipe's format)."""
     data = marshal.dumps(message)
     out.write(_FRAME.pack(len(data)) + data)
     out.flush()
 
 
-def read_frame(inp: BinaryIO) -> Any:
+def read_frame(inp: IO[bytes]) -> Any:
     """The next frame of :func:`write_frame`; raises EOFError at the end of the stream."""
     head = inp.read(_FRAME.size)
     if len(head) < _FRAME.size:
@@ -1006,7 +1009,7 @@ def read_frame(inp: BinaryIO) -> Any:
     return marshal.loads(data)
 
 
-def serve_worker(store: KVStore, inp: BinaryIO, out: BinaryIO) -> None:
+def serve_worker(store: KVStore, inp: IO[bytes], out: IO[bytes]) -> None:
     """Answer requests for the read phases of passes until ``inp`` ends.
 
     Requests (tuples): ``("pass", plain pass)`` starts a pass (a fresh offset map) and answers
@@ -1040,6 +1043,22 @@ def serve_worker(store: KVStore, inp: BinaryIO, out: BinaryIO) -> None:
         write_frame(out, reply)
 
 
+_WORKER_CODE: Final = (
+    "import sys; from kvstream.log.compaction import worker_main; sys.exit(worker_main())"
+)
+# The directory holding the kvstream package, put on the worker's PYTHONPATH so it imports the
+# same code as its parent even when the parent runs from a checkout.
+_PACKAGE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def worker_command(path: str | os.PathLike[str], nice: int = 0) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) that start the worker process of :func:`worker_main` over the LMDB
+    data directory ``path``; ``nice`` > 0 lowers its CPU priority."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    return [sys.executable, "-c", _WORKER_CODE, os.fspath(path), str(nice)], env
+
+
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the cleaner's worker process: ``<data dir> <nice>``, requests on stdin.
 
@@ -1048,9 +1067,6 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     answers go to the original stdout; fd 1 is pointed at stderr so nothing else can write
     into the pipe.
     """
-    import os
-    import sys
-
     from kvstream.storage.open import open_store
 
     args = list(sys.argv[1:] if argv is None else argv)
