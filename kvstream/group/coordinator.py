@@ -607,6 +607,18 @@ class GroupCoordinator:
             await self.writer.submit(self._delete_offsets_op(group_id, deletable)).wait()
         return ErrorCode.none, errors
 
+    async def forget_topic(self, topic: str) -> int:
+        """Delete every group's committed offsets of ``topic`` once it was deleted (Kafka drops
+        the offsets of deleted partitions, so a topic created again under the same name starts
+        with no committed positions). Returns how many offsets were removed."""
+        removed = 0
+        for group_id, stored in list(self.offsets.items()):
+            gone = [tp for tp in stored if tp[0] == topic]
+            if gone:
+                await self.writer.submit(self._delete_offsets_op(group_id, gone)).wait()
+                removed += len(gone)
+        return removed
+
     async def delete_group(self, group_id: str) -> ErrorCode:
         consumer_group = self.consumer_group(group_id)
         if consumer_group is not None:

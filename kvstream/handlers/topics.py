@@ -138,6 +138,7 @@ async def delete_topics(ctx: RequestContext, req: Any) -> Any:
         if topic is not None:
             try:
                 await broker.writer.submit(logs.delete_topic_op(topic)).wait()
+                await broker.groups.forget_topic(topic.name)
             except Exception as exc:
                 code, message = ErrorCode.kafka_storage_error, str(exc)
         results.append(

@@ -158,6 +158,22 @@ async def test_offsets_are_durable_and_retained(autojump_clock: trio.testing.Moc
         nursery.cancel_scope.cancel()
 
 
+async def test_forget_topic_drops_its_offsets_from_every_group(
+    coordinator: GroupCoordinator,
+) -> None:
+    a = {("gone", 0): CommittedOffset(5, -1, "", 1), ("kept", 0): CommittedOffset(7, -1, "", 1)}
+    b = {("gone", 1): CommittedOffset(9, -1, "", 1)}
+    assert await coordinator.commit_offsets("ga", "", None, -1, a) is ErrorCode.none
+    assert await coordinator.commit_offsets("gb", "", None, -1, b) is ErrorCode.none
+    assert await coordinator.forget_topic("gone") == 2
+    assert coordinator.fetch_offsets("ga", None) == {("kept", 0): a[("kept", 0)]}
+    assert coordinator.fetch_offsets("gb", None) == {}
+    reopened = GroupCoordinator.open(coordinator.store, coordinator.writer, config=CFG)
+    assert reopened.fetch_offsets("ga", None) == {("kept", 0): a[("kept", 0)]}
+    assert reopened.fetch_offsets("gb", None) == {}
+    assert await coordinator.forget_topic("gone") == 0
+
+
 async def test_delete_group_only_when_empty(
     coordinator: GroupCoordinator, autojump_clock: trio.testing.MockClock
 ) -> None:
