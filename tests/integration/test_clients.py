@@ -8,7 +8,8 @@ load (and that the broker stores it compressed, via a raw Fetch); a 900 KiB mess
 message the broker must refuse with MESSAGE_TOO_LARGE (10); and kafka-python's default
 (idempotent) producer.
 
-`KVSTREAM_TEST_BROKER=tansu` runs the same tests against Tansu; see broker.py.
+Every test runs on both persistent storage engines, LMDB and LevelDB (the engine is in the test
+id). `KVSTREAM_TEST_BROKER=tansu` runs the same tests against Tansu; see broker.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import confluent_kafka
 import pytest
 
 from kvstream.protocol.records import Compression, compress
-from tests.integration.broker import BrokerProcess
+from tests.integration.broker import BrokerProcess, engines_under_test
 from tests.integration.clients import (
     ALL_CLIENTS,
     CODEC_IDS,
@@ -48,6 +49,12 @@ LARGE_VALUE = 900 * 1024
 OVERSIZED_VALUE = 2 * 1024 * 1024
 CLIENT_LIMIT = 4 * 1024 * 1024  # producers' own limit, raised so the broker decides
 MAX_MISMATCHES_SHOWN = 5
+
+
+@pytest.fixture(params=engines_under_test())
+def broker_engine(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on each persistent storage engine (see tests/conftest.py)."""
+    return str(request.param)
 
 
 @pytest.fixture(params=ALL_CLIENTS, ids=lambda c: c.name)

@@ -9,7 +9,8 @@ two values, one value at two offsets, values nobody produced. Plus: high waterma
 equals the acked count (first test), offsets continue after the old ones on new produce, and
 ListOffsets (earliest, latest, by timestamp) agrees with what was read.
 
-Memory-only brokers (Tansu) cannot pass a restart test: every test here skips unless
+Every test runs on both persistent storage engines, LMDB and LevelDB (the engine is in the test
+id). Memory-only brokers (Tansu) cannot pass a restart test: every test here skips unless
 `broker.durable`.
 """
 
@@ -40,7 +41,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.integration.broker import BrokerProcess
+from tests.integration.broker import BrokerProcess, engines_under_test
 
 # kafka-python 3.0 calls the deprecated importlib.resources.read_text at import time and the
 # suite turns warnings into errors: import it with that one warning hushed.
@@ -57,6 +58,12 @@ MAX_IN_FLIGHT_QUEUE = 20_000  # messages queued in the producer when producing c
 READ_TIMEOUT_S = 60.0
 
 pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(params=engines_under_test())
+def broker_engine(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on each persistent storage engine (see tests/conftest.py)."""
+    return str(request.param)
 
 
 def require_durable(broker: BrokerProcess) -> None:
