@@ -12,6 +12,10 @@ import base64
 import dataclasses
 import io
 import json
+import os
+import pty
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -427,3 +431,33 @@ def test_cli_json_may_follow_the_command(
     assert main([str(tmp_path), "topics", "--json"]) == 0
     assert capsys.readouterr().out == before
     assert before.startswith('{"name":"t","topic_id":"' + str(TOPIC_ID))
+
+
+def test_check_draws_a_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
+    _write_store(tmp_path, [_batch(3, base=0), _batch(2, base=3)])
+    command = [sys.executable, "-m", "kvstream.inspect", str(tmp_path), "check"]
+    plain = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert (plain.returncode, plain.stderr) == (0, "")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=slave, timeout=60, check=False
+        )
+        os.close(slave)
+        slave = -1
+        drawn = b""
+        for _ in range(100):  # bounded: the child has exited, the pty holds what it wrote
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: nothing left
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0 and proc.stdout.startswith(b"healthy: 1 partitions")
+    assert b"check [" in drawn and b"100%" in drawn
+    assert drawn.endswith(b"\r\x1b[K")
