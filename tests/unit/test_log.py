@@ -87,7 +87,7 @@ class Stores:
     def open(self) -> KVStore:
         if self.engine == "memory":
             return open_store(None, "memory")
-        return open_store(self.path, "lmdb", map_size=1 << 24, sync=False)
+        return open_store(self.path, self.engine, map_size=1 << 24, sync=False)
 
     def reopen(self, store: KVStore) -> KVStore:
         if self.engine == "memory":
@@ -96,7 +96,7 @@ class Stores:
         return self.open()
 
 
-@pytest.fixture(params=["memory", "lmdb"])
+@pytest.fixture(params=["memory", "lmdb", "leveldb"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     yield Stores(request.param, tmp_path / "data")
 

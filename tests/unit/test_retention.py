@@ -33,7 +33,7 @@ from tests.unit.test_log import (
 DAY = 86_400_000
 
 
-@pytest.fixture(params=["memory", "lmdb"])
+@pytest.fixture(params=["memory", "lmdb", "leveldb"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     yield Stores(request.param, tmp_path / "data")
 
