@@ -12,9 +12,15 @@ values over --keys keys, then measures the produce ack latency on another topic 
    min.cleanable.dirty.ratio=0.01) just before the measurement starts; the cleaner task picks
    it up within 200 ms and compacts it slice by slice while the probe runs.
 
-Latency = produce() call to its delivery report (polled every 0.2 ms, so the figure is late by
-at most that much). Prints one JSON object: p50/p99/max of each run, the ratio of the p99s
-(target <= 2), and how long the pass took (from the broker's "cleaned up to offset" log line).
+Latency = produce() call to its delivery report. A thread waits in poll() and runs each report
+as soon as librdkafka queues it, while the sending thread sleeps between sends, so the probe
+uses a few % of a core; --spin polls in a busy loop instead (the method before 2026-11-25,
+which kept one of the machine's two cores busy in both windows). Each window also reports the
+cores used by the broker (with its cleaner worker process), by this probe, and by everything
+else on the machine (`other_cores`, from /proc/stat): on a shared machine a window with a high
+`other_cores` measured the neighbours. Prints one JSON object: p50/p99/max of each run, the
+ratio of the p99s (target <= 2), and how long the pass took (from the broker's "cleaned up to
+offset" log line).
 When the pass ends before the window does, `cleaning_covers_window` is false and only part of
 the window saw the cleaner: raise --mb.
 """
@@ -31,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -110,7 +117,71 @@ def fill(bootstrap: str, topic: str, mb: int, keys: int, seed: int) -> int:
     return n
 
 
-def probe(bootstrap: str, topic: str, rate: int, seconds: float) -> dict[str, Any]:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> tuple[float, int]:
+    """(CPU seconds of `pid` plus its reaped children, parent pid); (0, 0) when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0
+    # after the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based
+    return sum(int(x) for x in fields[11:15]) / _TICK, int(fields[1])
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds of `root` and of its live and reaped descendants."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            _cpu, ppid = _proc_cpu(int(entry))
+            parents[int(entry)] = ppid
+    total = 0.0
+    for pid in parents:
+        p = pid
+        for _ in range(64):  # bounded walk up to root
+            if p == root:
+                total += _proc_cpu(pid)[0] if pid != root else 0.0
+                break
+            p = parents.get(p, 0)
+            if p <= 1:
+                break
+    return total + _proc_cpu(root)[0]
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (all cores, everything but idle and iowait)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICK
+
+
+class CpuWindow:
+    """CPU used during a window: by the broker (with its cleaner worker), by this process (the
+    probe and librdkafka's threads) and by everything else on the machine (the other tenants
+    of a shared machine: when that is high, the window measured them too)."""
+
+    def __init__(self, broker_pid: int) -> None:
+        self.broker_pid = broker_pid
+        self.start = (_machine_busy(), _tree_cpu(broker_pid), _proc_cpu(os.getpid())[0])
+        self.t0 = time.monotonic()
+
+    def finish(self) -> dict[str, float]:
+        busy, broker, me = _machine_busy(), _tree_cpu(self.broker_pid), _proc_cpu(os.getpid())[0]
+        wall = time.monotonic() - self.t0
+        b0, br0, me0 = self.start
+        broker_s, me_s = broker - br0, me - me0
+        other_s = max(0.0, (busy - b0) - broker_s - me_s)
+        return {
+            "broker_cores": round(broker_s / wall, 2),
+            "probe_cores": round(me_s / wall, 2),
+            "other_cores": round(other_s / wall, 2),
+        }
+
+
+def probe(bootstrap: str, topic: str, rate: int, seconds: float, spin: bool) -> dict[str, Any]:
     p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
     # warm-up: connection and metadata before the clock starts
     p.produce(topic, value=b"warm", partition=0)
@@ -128,14 +199,39 @@ def probe(bootstrap: str, topic: str, rate: int, seconds: float) -> dict[str, An
 
         return cb
 
+    # Delivery reports run inside poll(). Default: a thread blocks in poll() and wakes when a
+    # report is queued, while this thread sleeps until each send is due (a few % of a core).
+    # --spin: this thread polls in a loop between sends (librdkafka rounds the 0.2 ms timeout
+    # down to 0, so that loop keeps a whole core busy, one of the machine's two).
+    stop = threading.Event()
+
+    def poller() -> None:
+        while not stop.is_set():
+            p.poll(0.05)
+
+    thread = None if spin else threading.Thread(target=poller, daemon=True)
+    if thread is not None:
+        thread.start()
     n = int(rate * seconds)
     start = time.perf_counter()
-    for i in range(n):
-        due = start + i / rate
-        while (now := time.perf_counter()) < due:
-            p.poll(0.0002)
-        p.produce(topic, value=value, partition=0, on_delivery=report(now))
-        p.poll(0)
+    try:
+        for i in range(n):
+            due = start + i / rate
+            if spin:
+                while (now := time.perf_counter()) < due:
+                    p.poll(0.0002)
+            else:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                now = time.perf_counter()
+            p.produce(topic, value=value, partition=0, on_delivery=report(now))
+            if spin:
+                p.poll(0)
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(10)
     assert p.flush(60) == 0
     lat.sort()
     return {
@@ -154,6 +250,11 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=1000, help="probe messages per second")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--spin",
+        action="store_true",
+        help="poll for delivery reports in a busy loop (the tool's method before 2026-11-25)",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-cleaner-"))
@@ -170,7 +271,9 @@ def main() -> int:
         records = fill(bootstrap, "big", args.mb, args.keys, args.seed)
         fill_s = time.monotonic() - t0
         time.sleep(1.0)
-        idle = probe(bootstrap, "probe", args.rate, args.seconds)
+        window = CpuWindow(proc.pid)
+        idle = probe(bootstrap, "probe", args.rate, args.seconds, args.spin)
+        idle["cpu"] = window.finish()
         time.sleep(1.0)
         res = ConfigResource(ConfigResource.Type.TOPIC, "big")
         res.add_incremental_config(
@@ -182,8 +285,10 @@ def main() -> int:
             )
         )
         altered = time.monotonic()
+        window = CpuWindow(proc.pid)
         admin.incremental_alter_configs([res])[res].result(30)
-        cleaning = probe(bootstrap, "probe", args.rate, args.seconds)
+        cleaning = probe(bootstrap, "probe", args.rate, args.seconds, args.spin)
+        cleaning["cpu"] = window.finish()
         pattern = re.compile(r"cleaner: big-0 cleaned up to offset .*")
         covered = pattern.search(log_path.read_text()) is None  # still cleaning at the end
         done_line = None
