@@ -240,6 +240,40 @@ def test_overlay_scan_merges_pending_writes_in_order(tmp_path: Path) -> None:
         store.close()
 
 
+def test_overlay_scan_while_writing_ahead_and_behind(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "data", "leveldb", sync=False)
+    try:
+        store.transact(lambda txn: [txn.put(b"k%02d" % i, b"db") for i in range(0, 10, 2)])
+
+        def forward(txn: WriteTxn) -> list[bytes]:
+            seen = []
+            for key, _ in txn.scan(b"k"):
+                seen.append(key)
+                if key == b"k02":
+                    txn.put(b"k03", b"ahead")  # seen later
+                    txn.put(b"k01", b"behind")  # not revisited
+                    txn.delete(b"k06")  # skipped
+                    txn.delete_range(b"k07", b"k09")  # k08 skipped
+            return seen
+
+        assert store.transact(forward) == [b"k00", b"k02", b"k03", b"k04"]
+
+        def backward(txn: WriteTxn) -> list[bytes]:
+            seen = []
+            for key, _ in txn.scan(b"k", reverse=True):
+                seen.append(key)
+                if key == b"k03":
+                    txn.put(b"k025", b"ahead")
+                    txn.delete(b"k01")
+            return seen
+
+        assert store.transact(backward) == [b"k04", b"k03", b"k025", b"k02", b"k00"]
+        with store.read() as txn:
+            assert [k for k, _ in txn.scan(b"")] == [b"k00", b"k02", b"k025", b"k03", b"k04"]
+    finally:
+        store.close()
+
+
 # -- the exclusive lock ---------------------------------------------------------------------------
 
 
