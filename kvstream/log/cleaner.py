@@ -1,9 +1,10 @@
 """The log cleaner task: runs compaction passes over every compacted partition, slice by slice.
 
 OWNS: when a partition is cleaned (every ``log.cleaner.backoff.ms``, or on demand through
-:meth:`LogCleaner.run_once`), running a pass's read-only phases in a worker thread, submitting
-one group-commit operation per slice and awaiting it before reading the next, and handing the
-cleaner checkpoint to the operation of a pass's last slice.
+:meth:`LogCleaner.run_once`), where a pass's read-only phases run (a worker process on LMDB,
+worker threads otherwise), submitting one group-commit operation per slice and awaiting it
+before reading the next, and handing the cleaner checkpoint to the operation of a pass's last
+slice.
 MUST NOT KNOW: sockets, wire messages, how batches are rewritten (kvstream/log/compaction.py),
 storage keys (kvstream/log/keys.py via the log manager).
 
@@ -11,6 +12,25 @@ Latency: a slice reads about ``slice_bytes`` (1 MiB) of batches in one short rea
 off the event loop, and its writes join the next group commit like any produce. Slices of one
 partition never overlap in time and only one pass runs at a time (a lock shared by the
 background loop and :meth:`LogCleaner.run_once`), so no two passes stage over the same batches.
+
+Where the read phases run. ``begin_pass`` (index entries only) runs in a worker thread. The
+heavy phases, ``map_slice`` and ``clean_slice`` (CRC checks, decompression, walking every
+record, the key -> offset map, rebuilding batches), are pure Python: in a thread of the broker
+they hold the GIL, and the event loop thread then waits for it at every I/O boundary (up to
+``sys.getswitchinterval()``, 5 ms, each time), which took the produce p99 from 3.5 to 26.5 ms
+while a pass ran (docs/performance.md). So with ``worker_path`` (the LMDB data dir; the broker
+passes it for the LMDB engine) they run in a :class:`CleanerWorker`: a child process started
+for a round that has a pass to run and closed with the round, that opens the environment
+read-only (LMDB registers every process's readers in its lock file) and keeps the pass's
+offset map. Per slice the event loop sends one small request over the child's stdin and reads
+the slice's changes back from its stdout (``marshal`` frames of plain tuples, see
+kvstream.log.compaction.serve_worker), both through trio streams; everything that writes stays
+here, in the writer. The child runs at ``worker_nice`` (default 19, the lowest priority), so
+on a busy machine the pass waits for spare CPU instead of taking it from the broker and its
+clients. A child that fails (cannot open the store, dies) abandons that pass like any other
+error, and the next ``get`` starts a new one; when it cannot even be started, or without
+``worker_path`` (the memory engine: nothing to open from another process), the phases run in
+worker threads as before.
 """
 
 from __future__ import annotations

@@ -64,6 +64,15 @@ stay responsive::
             cursor = sl.cursor
         first_dirty_offset = cp.end_offset            # the new cleaner checkpoint
 
+The read phases can run in another process (the broker's cleaner does so on LMDB, so they
+never hold the broker's GIL): :func:`worker_main` (started with :func:`worker_command`) opens
+the store read-only and :func:`serve_worker` answers ``("pass", ...)``, ``("map", max_bytes)``
+and ``("clean", cursor, max_bytes)`` requests over a pipe, keeping the pass and its offset map
+on its side. Passes and slices cross the pipe as plain tuples (:func:`pass_to_plain`,
+:func:`slice_to_plain` and their inverses) in ``marshal`` frames (:func:`write_frame`,
+:func:`read_frame`), so the result is the same :class:`CleanSlice` that :func:`clean_slice`
+returns in process, byte for byte.
+
 :func:`compact` runs a whole pass synchronously, committing each slice with ``store.transact``
 (tests, benchmarks, offline tools).
 """
