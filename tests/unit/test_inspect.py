@@ -461,3 +461,16 @@ def test_check_draws_a_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stdout.startswith(b"healthy: 1 partitions")
     assert b"check [" in drawn and b"100%" in drawn
     assert drawn.endswith(b"\r\x1b[K")
+
+
+def test_the_tool_imports_neither_trio_nor_the_server() -> None:
+    code = (
+        "import sys, kvstream.inspect.cli\n"
+        "bad = sorted(m for m in sys.modules if m == 'trio' or m.startswith("
+        "('trio.', 'kvstream.server', 'kvstream.broker', 'kvstream.handlers', 'kvstream.group')))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == ""
