@@ -620,6 +620,18 @@ class Inspector:
         return out
 
 
+_HEADER_NUMBERS: Final = (
+    "base_offset",
+    "last_offset",
+    "base_timestamp",
+    "max_timestamp",
+    "producer_id",
+    "producer_epoch",
+    "base_sequence",
+    "partition_leader_epoch",
+)
+
+
 def decode_batch(
     topic: str, partition: int, raw: bytes, from_offset: int = 0, count: int | None = None
 ) -> BatchDump:
@@ -627,10 +639,23 @@ def decode_batch(
     try:
         h = records.parse_header(raw)
     except records.InvalidRecordBatch as exc:
+        unknown = dict.fromkeys(_HEADER_NUMBERS, -1)
         return BatchDump(
-            topic, partition, -1, -1, len(raw), 0, "unknown", "unknown", -1, -1, -1, -1, -1, -1,
-            False, False, None, False, False, str(exc), (),
-        )  # fmt: skip
+            topic=topic,
+            partition=partition,
+            size=len(raw),
+            records_count=0,
+            compression="unknown",
+            timestamp_type="unknown",
+            transactional=False,
+            control=False,
+            control_type=None,
+            delete_horizon=False,
+            crc_ok=False,
+            error=f"batch header does not parse: {exc}",
+            records=(),
+            **unknown,
+        )
     shown: list[RecordDump] = []
     error: str | None = None
     control: int | None = None

@@ -474,3 +474,13 @@ def test_the_tool_imports_neither_trio_nor_the_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == ""
+
+
+def test_decode_batch_of_garbage_reports_instead_of_raising() -> None:
+    dumped = decode_batch("t", 1, b"\x00" * 20)
+    assert (dumped.base_offset, dumped.records, dumped.crc_ok) == (-1, (), False)
+    assert dumped.error is not None and dumped.error.startswith("batch header does not parse")
+    raw = bytearray(_batch(3, compression=records.Compression.GZIP))
+    raw[-2] ^= 0xFF  # inside the gzip stream
+    broken = decode_batch("t", 1, bytes(raw))
+    assert broken.crc_ok is False and broken.error is not None and broken.records == ()
