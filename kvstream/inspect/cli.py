@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import NoReturn, TextIO
 
+from kvstream import __version__
 from kvstream.inspect import render
 from kvstream.inspect.check import check
 from kvstream.inspect.copy import copy_compact
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[json_flag],
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("data_dir", metavar="DATA_DIR", help="the broker's log.dirs directory")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
