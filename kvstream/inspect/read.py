@@ -39,6 +39,10 @@ MAX_UNCOMPRESSED: Final = 64 * 1024 * 1024
 """Largest records section decoded from one batch (the broker's own bound)."""
 
 
+_ALLOWED_CONTROLS: Final = str.maketrans("", "", "\t\n\r")
+"""Control characters a text key or value may hold (removed before the printable test)."""
+
+
 class InspectError(Exception):
     """Bad input or an unreadable store: one line for the user (the command exits with 2)."""
 
@@ -54,7 +58,7 @@ def text_or_base64(data: bytes) -> tuple[str, str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return "base64", base64.b64encode(data).decode("ascii")
-    if all(ch.isprintable() or ch in "\t\n\r" for ch in text):
+    if text.isprintable() or text.translate(_ALLOWED_CONTROLS).isprintable():
         return "text", text
     return "base64", base64.b64encode(data).decode("ascii")
 
