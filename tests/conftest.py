@@ -13,7 +13,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.broker import BrokerProcess, start_broker
+from tests.integration.broker import BrokerProcess, check_stopped_data_dirs, start_broker
+
+
+def _fail_on_store_problems() -> None:
+    problems = check_stopped_data_dirs()
+    if problems:
+        pytest.fail("kvstream-inspect check found problems:\n" + "\n".join(problems[:50]))
+
+
+@pytest.fixture(autouse=True)
+def _check_data_dirs_after_test() -> Iterator[None]:
+    """End of every test: `check` (kvstream-inspect) on the data dir of each broker the test
+    started and stopped. Autouse fixtures are set up first, so this runs after the test's own
+    fixtures stopped their brokers."""
+    yield
+    _fail_on_store_problems()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _check_data_dirs_at_end() -> Iterator[None]:
+    """Brokers of module- or session-scoped fixtures are checked once they stopped."""
+    yield
+    _fail_on_store_problems()
 
 
 @pytest.fixture

@@ -103,6 +103,8 @@ class BrokerProcess:
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         wait_for_port(self.port, self.proc, STARTUP_TIMEOUT_S)
+        if self.durable:
+            _TO_CHECK[id(self)] = self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
@@ -130,6 +132,28 @@ class BrokerProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+# Brokers whose data directories the end-of-test check has not looked at yet (by object id).
+_TO_CHECK: dict[int, BrokerProcess] = {}
+
+
+def check_stopped_data_dirs() -> list[str]:
+    """Run kvstream-inspect's check on the data dir of every broker started since the last call
+    that has stopped since (a module-scoped broker still running waits for a later call).
+    Returns the problems, each prefixed with its data directory."""
+    from kvstream.inspect import check_store
+    from kvstream.storage.open import detect_engine
+
+    problems: list[str] = []
+    for key, proc in list(_TO_CHECK.items()):
+        if proc.alive():
+            continue
+        del _TO_CHECK[key]
+        if not proc.data_dir.is_dir() or detect_engine(proc.data_dir) is None:
+            continue  # the test removed it, or nothing was ever stored (memory engine)
+        problems += [f"{proc.data_dir}: {problem}" for problem in check_store(proc.data_dir)]
+    return problems
 
 
 def start_broker(
