@@ -25,9 +25,8 @@ read-only (LMDB registers every process's readers in its lock file) and keeps th
 offset map. Per slice the event loop sends one small request over the child's stdin and reads
 the slice's changes back from its stdout (``marshal`` frames of plain tuples, see
 kvstream.log.compaction.serve_worker), both through trio streams; everything that writes stays
-here, in the writer. The child runs at ``worker_nice`` (default 19, the lowest priority), so
-on a busy machine the pass waits for spare CPU instead of taking it from the broker and its
-clients. A child that fails (cannot open the store, dies) abandons that pass like any other
+here, in the writer. The child runs at a lower CPU priority (``worker_nice``), so on a busy
+machine the pass yields CPU to the broker and its clients. A child that fails (cannot open the store, dies) abandons that pass like any other
 error, and the next ``get`` starts a new one; when it cannot even be started, or without
 ``worker_path`` (the memory engine: nothing to open from another process), the phases run in
 worker threads as before.
@@ -222,6 +221,8 @@ class CleanerWorker:
     def __init__(self, process: trio.Process) -> None:
         self.process = process
         self._buf = bytearray()
+        self.broken = False
+        """A request failed part way (the pipe may be out of step): never reuse the process."""
 
     @classmethod
     async def start(cls, path: str, nice: int = 0) -> CleanerWorker:
@@ -245,6 +246,9 @@ class CleanerWorker:
 
     async def call(self, *request: Any) -> Any:
         """Send one request and return the value of its answer; raises WorkerError."""
+        if self.broken:
+            raise WorkerError("cleaner worker is out of step with its pipe")
+        self.broken = True  # until the whole answer is in (cancelled or failed: out of step)
         stdin = self.process.stdin
         assert stdin is not None
         data = marshal.dumps(request)
@@ -256,6 +260,7 @@ class CleanerWorker:
         if size > MAX_WORKER_FRAME:
             raise WorkerError(f"cleaner worker sent a frame of {size} bytes")
         status, value = marshal.loads(await self._receive_exactly(size))
+        self.broken = False
         if status != "ok":
             raise WorkerError(str(value))
         return value
@@ -292,8 +297,9 @@ class _WorkerSlot:
     async def get(self) -> CleanerWorker | None:
         if self.path is None:
             return None
-        if self.worker is not None and self.worker.process.returncode is None:
-            return self.worker
+        worker = self.worker
+        if worker is not None and not worker.broken and worker.process.returncode is None:
+            return worker
         await self.aclose()
         try:
             self.worker = await CleanerWorker.start(self.path, self.nice)

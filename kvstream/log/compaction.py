@@ -82,6 +82,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
+import signal
 import struct
 import sys
 import uuid
@@ -1074,7 +1075,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     Opens the LMDB environment read-only (LMDB registers the readers of every process in its
     lock file, so the broker's writes and this process's snapshots never conflict). The
     answers go to the original stdout; fd 1 is pointed at stderr so nothing else can write
-    into the pipe.
+    into the pipe. It ends when its stdin does (the parent closed it, or died).
     """
     from kvstream.storage.open import open_store
 
@@ -1082,6 +1083,9 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     path, nice = args[0], int(args[1]) if len(args) > 1 else 0
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    # Ctrl-C in a terminal reaches the whole process group: the broker shuts down and closes
+    # this process's stdin, which is how it ends (never with a KeyboardInterrupt traceback).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice > 0:
         os.nice(nice)
     store = open_store(path, "lmdb", readonly=True)

@@ -330,3 +330,36 @@ def test_serve_worker_answers_like_the_engine(tmp_path: Path) -> None:
         assert slice_from_plain(slice_to_plain(slice_from_plain(plain))) == slice_from_plain(plain)
     finally:
         store.close()
+
+
+async def test_a_worker_that_dies_mid_pass_is_replaced_for_the_next_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    killed: list[cleaner_mod.CleanerWorker] = []
+    real_call = cleaner_mod.CleanerWorker.call
+
+    async def call(self: cleaner_mod.CleanerWorker, *request: object) -> object:
+        if request[0] == "map" and not killed:
+            self.process.kill()
+            await self.process.wait()
+            killed.append(self)
+        return await real_call(self, *request)
+
+    monkeypatch.setattr(cleaner_mod.CleanerWorker, "call", call)
+    stores = _lmdb_stores(tmp_path)
+    store = stores.open()
+    try:
+        async with running(store) as (logs, writer):
+            first = await _setup(logs, writer, "c")
+            await _setup(logs, writer, "d")
+            before = stored_batches(store, first)
+            cleaner = LogCleaner(logs, writer, _configs, worker_path=stores.path)
+            done = await cleaner.run_once(NOW)
+            assert list(done) == [("d", 0)]  # c's pass was abandoned, d's ran in a new worker
+            assert done[("d", 0)].records_removed == 46
+            assert killed and killed[0].broken
+            assert stored_batches(store, first) == before
+            assert first.first_dirty_offset is None
+            assert (await cleaner.run_once(NOW))[("c", 0)].records_removed == 46
+    finally:
+        store.close()
