@@ -25,8 +25,11 @@ read-only (LMDB registers every process's readers in its lock file) and keeps th
 offset map. Per slice the event loop sends one small request over the child's stdin and reads
 the slice's changes back from its stdout (``marshal`` frames of plain tuples, see
 kvstream.log.compaction.serve_worker), both through trio streams; everything that writes stays
-here, in the writer. The child runs at a lower CPU priority (``worker_nice``), so on a busy
-machine the pass yields CPU to the broker and its clients. A child that fails (cannot open the store, dies) abandons that pass like any other
+here, in the writer. The child runs at nice 19 (``worker_nice``, the lowest priority): the
+kernel then preempts it whenever a broker or client thread wakes, so the pass uses spare CPU
+only (on 2 cores, nice 19 kept the produce p99 ratio lower than nice 10 or 0 did: see
+docs/performance.md). A machine with no spare CPU at all cleans slowly, as Kafka's cleaner
+does under its I/O throttle. A child that fails (cannot open the store, dies) abandons that pass like any other
 error, and the next ``get`` starts a new one; when it cannot even be started, or without
 ``worker_path`` (the memory engine: nothing to open from another process), the phases run in
 worker threads as before.
@@ -67,7 +70,7 @@ from kvstream.log.writer import GroupCommitWriter
 log = logging.getLogger(__name__)
 
 DEFAULT_SLICE_BYTES = 1 << 20
-DEFAULT_WORKER_NICE = 0
+DEFAULT_WORKER_NICE = 19
 WORKER_CLOSE_TIMEOUT_S = 5.0
 
 # topic -> its effective configs (broker defaults overlaid with the topic's overrides)
