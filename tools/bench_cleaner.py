@@ -22,7 +22,9 @@ else on the machine (`other_cores`, from /proc/stat): on a shared machine a wind
 ratio of the p99s (target <= 2), and how long the pass took (from the broker's "cleaned up to
 offset" log line).
 When the pass ends before the window does, `cleaning_covers_window` is false and only part of
-the window saw the cleaner: raise --mb.
+the window saw the cleaner: raise --mb, or read `during_pass` (the sends made between the alter
+request and the time stamp of the broker's "cleaned up to offset" line) and its ratio to the
+idle p99, `during_pass_p99_ratio`.
 """
 
 from __future__ import annotations
@@ -186,16 +188,17 @@ def probe(bootstrap: str, topic: str, rate: int, seconds: float, spin: bool) -> 
     # warm-up: connection and metadata before the clock starts
     p.produce(topic, value=b"warm", partition=0)
     assert p.flush(30) == 0
-    lat: list[float] = []
+    lat: list[tuple[float, float]] = []  # (wall-clock time of the send, latency in ms)
     errors: list[str] = []
     value = b"x" * 100
+    wall_offset = time.time() - time.perf_counter()
 
     def report(sent: float) -> Any:
         def cb(err: Any, _msg: Any) -> None:
             if err is not None:
                 errors.append(str(err))
             else:
-                lat.append((time.perf_counter() - sent) * 1000)
+                lat.append((sent + wall_offset, (time.perf_counter() - sent) * 1000))
 
         return cb
 
@@ -233,14 +236,30 @@ def probe(bootstrap: str, topic: str, rate: int, seconds: float, spin: bool) -> 
         if thread is not None:
             thread.join(10)
     assert p.flush(60) == 0
-    lat.sort()
+    return {"errors": len(errors), **stats([ms for _, ms in lat]), "sends": lat}
+
+
+def stats(latencies: list[float]) -> dict[str, Any]:
+    lat = sorted(latencies)
+    if not lat:
+        return {"count": 0}
     return {
         "count": len(lat),
-        "errors": len(errors),
         "p50_ms": round(lat[len(lat) // 2], 2),
         "p99_ms": round(lat[int(len(lat) * 0.99)], 2),
         "max_ms": round(lat[-1], 2),
     }
+
+
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
+
+
+def log_time(line: str) -> float | None:
+    """Wall-clock time of a broker log line (its asctime prefix, local time, ms)."""
+    m = _LOG_TIME.match(line)
+    if m is None:
+        return None
+    return time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
 
 
 def main() -> int:
@@ -285,11 +304,12 @@ def main() -> int:
             )
         )
         altered = time.monotonic()
+        altered_wall = time.time()
         window = CpuWindow(proc.pid)
         admin.incremental_alter_configs([res])[res].result(30)
         cleaning = probe(bootstrap, "probe", args.rate, args.seconds, args.spin)
         cleaning["cpu"] = window.finish()
-        pattern = re.compile(r"cleaner: big-0 cleaned up to offset .*")
+        pattern = re.compile(r"^.*cleaner: big-0 cleaned up to offset .*$", re.MULTILINE)
         covered = pattern.search(log_path.read_text()) is None  # still cleaning at the end
         done_line = None
         deadline = time.monotonic() + 600
@@ -299,7 +319,15 @@ def main() -> int:
             if done_line is None:
                 time.sleep(0.1)
         pass_end = time.monotonic()
+        # The sends made while the pass ran: from the alter request to the broker's log line.
+        end_wall = log_time(done_line) if done_line else None
+        sends = cleaning.pop("sends")
+        idle.pop("sends")
+        during = stats(
+            [ms for sent, ms in sends if end_wall is not None and altered_wall <= sent <= end_wall]
+        )
         ratio = cleaning["p99_ms"] / idle["p99_ms"] if idle["p99_ms"] else None
+        during_ratio = during["p99_ms"] / idle["p99_ms"] if during.get("p99_ms") else None
         out = {
             "date": time.strftime("%Y-%m-%d"),
             "args": vars(args),
@@ -309,9 +337,14 @@ def main() -> int:
             "cleaning": cleaning,
             "p99_ratio": round(ratio, 2) if ratio else None,
             "target_met": ratio is not None and ratio <= 2.0,
+            # only the sends made while the pass ran (the whole window minus the idle tail)
+            "during_pass": during,
+            "during_pass_p99_ratio": round(during_ratio, 2) if during_ratio else None,
             # from the alter request to seeing the log line (an upper bound when the pass ended
             # inside the window; within 0.1 s otherwise)
             "pass_s": round(pass_end - altered, 1),
+            # from the alter request to the time stamp of the broker's log line
+            "pass_logged_s": round(end_wall - altered_wall, 2) if end_wall else None,
             "cleaning_covers_window": covered,
             "pass": done_line,
             "data_dir_mb": round(sum(f.stat().st_size for f in (tmp / "data").iterdir()) / 1e6, 1),
