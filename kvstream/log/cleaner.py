@@ -25,14 +25,16 @@ read-only (LMDB registers every process's readers in its lock file) and keeps th
 offset map. Per slice the event loop sends one small request over the child's stdin and reads
 the slice's changes back from its stdout (``marshal`` frames of plain tuples, see
 kvstream.log.compaction.serve_worker), both through trio streams; everything that writes stays
-here, in the writer. The child runs at nice 19 (``worker_nice``, the lowest priority): the
-kernel then preempts it whenever a broker or client thread wakes, so the pass uses spare CPU
-only (on 2 cores, nice 19 kept the produce p99 ratio lower than nice 10 or 0 did: see
-docs/performance.md). A machine with no spare CPU at all cleans slowly, as Kafka's cleaner
-does under its I/O throttle. A child that fails (cannot open the store, dies) abandons that pass like any other
-error, and the next ``get`` starts a new one; when it cannot even be started, or without
-``worker_path`` (the memory engine: nothing to open from another process), the phases run in
-worker threads as before.
+here, in the writer. The child runs at nice 19 (``worker_nice``, the lowest priority), so the
+kernel hands the CPU to a broker or client thread as soon as one wakes and the pass uses spare
+CPU only; a machine with no spare CPU at all cleans slowly (the role of the I/O throttle of
+Kafka's cleaner). Measured on 2 shared cores (docs/performance.md): produce p99 over the window
+1.1-2.3 x idle (12 of 14 runs <= 2) instead of 7.7-18 x, 1.6-2.8 x during the pass itself; nice 0 and 10, SCHED_IDLE
+and a 25-50 % CPU cap (sleeping between slices) were not better, the cap worse. A child that
+fails (cannot open the store, dies) abandons that pass like any other error, and the next
+``get`` starts a new one; when it cannot even be started, or without ``worker_path`` (the
+memory engine: nothing to open from another process), the phases run in worker threads as
+before.
 """
 
 from __future__ import annotations
