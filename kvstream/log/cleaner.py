@@ -21,20 +21,20 @@ they hold the GIL, and the event loop thread then waits for it at every I/O boun
 while a pass ran (docs/performance.md). So with ``worker_path`` (the LMDB data dir; the broker
 passes it for the LMDB engine) they run in a :class:`CleanerWorker`: a child process started
 for a round that has a pass to run and closed with the round, that opens the environment
-read-only (LMDB registers every process's readers in its lock file) and keeps the pass's
-offset map. Per slice the event loop sends one small request over the child's stdin and reads
-the slice's changes back from its stdout (``marshal`` frames of plain tuples, see
+read-only (LMDB registers every process's readers in its lock file) and keeps the pass's offset
+map. Per slice the event loop sends one small request over the child's stdin and reads the
+slice's changes back from its stdout (``marshal`` frames of plain tuples, see
 kvstream.log.compaction.serve_worker), both through trio streams; everything that writes stays
 here, in the writer. The child runs at nice 19 (``worker_nice``, the lowest priority), so the
 kernel hands the CPU to a broker or client thread as soon as one wakes and the pass uses spare
 CPU only; a machine with no spare CPU at all cleans slowly (the role of the I/O throttle of
 Kafka's cleaner). Measured on 2 shared cores (docs/performance.md): produce p99 over the window
-1.1-2.3 x idle (12 of 14 runs <= 2) instead of 7.7-18 x, 1.6-2.8 x during the pass itself; nice 0 and 10, SCHED_IDLE
-and a 25-50 % CPU cap (sleeping between slices) were not better, the cap worse. A child that
-fails (cannot open the store, dies) abandons that pass like any other error, and the next
-``get`` starts a new one; when it cannot even be started, or without ``worker_path`` (the
-memory engine: nothing to open from another process), the phases run in worker threads as
-before.
+1.1-2.3 x idle (10 of 12 runs <= 2) instead of 7.7-18 x, 1.6-2.8 x during the pass itself; nice
+0 and 10, SCHED_IDLE and a 25-50 % CPU cap (sleeping between slices) were not better, the cap
+worse. A child that fails (cannot open the store, dies) abandons that pass like any other
+error, and the next ``get`` starts a new one; when it cannot even be started, or without
+``worker_path`` (the memory engine: nothing to open from another process), the phases run in
+worker threads as before.
 """
 
 from __future__ import annotations
