@@ -29,7 +29,7 @@ here, in the writer. The child runs at nice 19 (``worker_nice``, the lowest prio
 kernel hands the CPU to a broker or client thread as soon as one wakes and the pass uses spare
 CPU only; a machine with no spare CPU at all cleans slowly (the role of the I/O throttle of
 Kafka's cleaner). Measured on 2 shared cores (docs/performance.md): produce p99 over the window
-1.1-2.3 x idle (10 of 12 runs <= 2) instead of 7.7-18 x, 1.6-2.8 x during the pass itself; nice
+1.1-2.3 x idle (13 of 15 runs <= 2) instead of 5.4-18 x, 1.6-2.8 x during the pass itself; nice
 0 and 10, SCHED_IDLE and a 25-50 % CPU cap (sleeping between slices) were not better, the cap
 worse. A child that fails (cannot open the store, dies) abandons that pass like any other
 error, and the next ``get`` starts a new one; when it cannot even be started, or without
