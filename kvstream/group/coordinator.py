@@ -38,7 +38,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import struct
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -60,8 +59,6 @@ from kvstream.storage.base import KVStore
 
 log = logging.getLogger(__name__)
 
-_OFFSET_VALUE = struct.Struct(">qiqB")  # offset, leader epoch, commit timestamp ms, has metadata
-
 
 @dataclass(frozen=True, slots=True)
 class CommittedOffset:
@@ -72,15 +69,15 @@ class CommittedOffset:
 
     def encode(self) -> bytes:
         meta = self.metadata
-        head = _OFFSET_VALUE.pack(
+        head = keys.GROUP_OFFSET_VALUE.pack(
             self.offset, self.leader_epoch, self.commit_timestamp_ms, meta is not None
         )
         return head + (meta or "").encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> CommittedOffset:
-        offset, epoch, ts, has_meta = _OFFSET_VALUE.unpack_from(raw)
-        meta = raw[_OFFSET_VALUE.size :].decode() if has_meta else None
+        offset, epoch, ts, has_meta = keys.GROUP_OFFSET_VALUE.unpack_from(raw)
+        meta = raw[keys.GROUP_OFFSET_VALUE.size :].decode() if has_meta else None
         return cls(offset, epoch, meta, ts)
 
 

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from kvstream.inspect.read import (
-    GROUP_OFFSET_VALUE,
     MAX_UNCOMPRESSED,
     InspectError,
     Inspector,
@@ -390,7 +389,7 @@ class _Checker:
             except (struct.error, UnicodeDecodeError):
                 self.problems.append(Problem(f"malformed group offset key {key.hex()}"))
                 continue
-            if len(value) < GROUP_OFFSET_VALUE.size:
+            if len(value) < keys.GROUP_OFFSET_VALUE.size:
                 self.problems.append(
                     Problem(f"group {group!r}: committed offset of {len(value)} bytes", topic, p)
                 )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import os
-import struct
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -225,14 +224,10 @@ class ProducerInfo:
 # Opening
 
 
-GROUP_OFFSET_VALUE: Final = struct.Struct(">qiqB")
-"""Committed offset value: offset, leader epoch, commit timestamp ms, has metadata."""
-
-
 def decode_group_offset(raw: bytes) -> tuple[int, int, int, str | None]:
     """(offset, leader epoch, commit timestamp ms, metadata) of a 0x07 value."""
-    offset, epoch, ts, has_meta = GROUP_OFFSET_VALUE.unpack_from(raw)
-    meta = raw[GROUP_OFFSET_VALUE.size :].decode("utf-8", "replace") if has_meta else None
+    offset, epoch, ts, has_meta = keys.GROUP_OFFSET_VALUE.unpack_from(raw)
+    meta = raw[keys.GROUP_OFFSET_VALUE.size :].decode("utf-8", "replace") if has_meta else None
     return int(offset), int(epoch), int(ts), meta
 
 

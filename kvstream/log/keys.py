@@ -67,6 +67,9 @@ BE64: Final = struct.Struct(">q")
 INDEX_VALUE: Final = struct.Struct(">qqiqhiih")
 PARTITION_STATE: Final = struct.Struct(">qq")
 CLEANER_CHECKPOINT: Final = struct.Struct(">qq")
+GROUP_OFFSET_VALUE: Final = struct.Struct(">qiqB")
+"""Head of a committed offset value (0x07): offset, leader epoch, commit timestamp ms, and 1
+when UTF-8 metadata follows (0: no metadata, null on the wire)."""
 _TP: Final = struct.Struct(">16si")
 _TP_OFFSET: Final = struct.Struct(">16siq")
 
