@@ -652,6 +652,11 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
        "kvstream: initial LMDB map size in bytes (grown automatically when full; not used by "
        "`leveldb`).",
        _at_least(1 << 20)),
+    _b("storage.group.commit.max.bytes", "LONG", str(16 << 20), "applies",
+       "kvstream: a group commit closes once its writes carry this many bytes (the write that "
+       "crosses the bound included): bounds the memory a commit holds and spreads "
+       "acknowledgements out (docs/performance.md, \"Group commit size\").",
+       _at_least(1)),
     _b("socket.frame.timeout.ms", "LONG", "5000", "applies",
        "kvstream: a request frame must arrive whole within this many ms of its first byte, "
        "else the connection is closed (defends against slow senders).",
@@ -971,6 +976,10 @@ class BrokerConfig:
     @property
     def storage_map_size(self) -> int:
         return self.get_int("storage.lmdb.map.size")
+
+    @property
+    def group_commit_max_bytes(self) -> int:
+        return self.get_int("storage.group.commit.max.bytes")
 
     @property
     def socket_frame_timeout_ms(self) -> int:

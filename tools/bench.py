@@ -245,6 +245,7 @@ class Broker:
 
     kind: str
     engine: str = "lmdb"  # kvstream's storage.engine (not used for Tansu)
+    overrides: tuple[str, ...] = ()  # more kvstream --override key=value items
     port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kvstream-bench-")))
     proc: subprocess.Popen[bytes] | None = None
@@ -291,6 +292,7 @@ class Broker:
                 f"group.initial.rebalance.delay.ms={GROUP_INITIAL_REBALANCE_DELAY_MS}",
                 "--override",
                 f"storage.engine={self.engine}",
+                *[arg for item in self.overrides for arg in ("--override", item)],
             ]
         raise ValueError(f"unknown broker {self.kind!r}")
 
@@ -1031,6 +1033,7 @@ class Run:
     rounds: int = 1
     round: int = 1
     engine: str = "lmdb"  # kvstream's storage.engine
+    overrides: tuple[str, ...] = ()  # kvstream --override items from the command line
     rows: list[Row] = field(default_factory=list)
 
     def emit(self, row: Row) -> None:
@@ -1045,6 +1048,7 @@ class Run:
         return {
             "broker": broker,
             "engine": self.engine if broker == "kvstream" else None,
+            "overrides": list(self.overrides) if broker == "kvstream" else None,
             "scenario": scenario,
             "partitions": self.partitions,
             "quick": self.quick,
@@ -1148,7 +1152,7 @@ def bench_broker(run: Run, kind: str, scale: int, selected: set[str] | None = No
     for label, _, _ in PRODUCE_SIZES:
         if f"consume_{label}" in selected:
             selected = selected | {f"produce_{label}"}
-    broker = Broker(kind, engine=run.engine)
+    broker = Broker(kind, engine=run.engine, overrides=run.overrides)
     try:
         try:
             broker.start()
@@ -1311,6 +1315,13 @@ def main(argv: list[str] | None = None) -> int:
         help="kvstream's storage.engine (default lmdb)",
     )
     parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra kvstream config, repeatable (e.g. storage.group.commit.max.bytes=33554432)",
+    )
+    parser.add_argument(
         "--scenarios",
         default="all",
         help=f"comma-separated subset of {','.join(scenario_names())} (default all)",
@@ -1342,6 +1353,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         rounds=args.rounds,
         engine=args.engine,
+        overrides=tuple(args.override),
     )
     scale = 10 if args.quick else 1
     for round_no in range(1, args.rounds + 1):

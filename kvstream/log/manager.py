@@ -217,7 +217,7 @@ class LogManager:
             log.commit_staged()
             return result
 
-        return Operation(stage, publish, log.abort_staged)
+        return Operation(stage, publish, log.abort_staged, size=sum(len(b) for b in batches))
 
     def allocate_producer_id_op(self) -> Operation[int]:
         def stage(staged: StagedWrites) -> int:

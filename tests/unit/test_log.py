@@ -122,10 +122,10 @@ def memory_store() -> Iterator[KVStore]:
 
 @contextlib.asynccontextmanager
 async def running(
-    store: KVStore, max_group: int = 10_000
+    store: KVStore, max_group: int = 10_000, max_group_bytes: int = 1 << 40
 ) -> AsyncIterator[tuple[LogManager, GroupCommitWriter]]:
     logs = LogManager.open(store)
-    writer = GroupCommitWriter(store, max_group=max_group)
+    writer = GroupCommitWriter(store, max_group=max_group, max_group_bytes=max_group_bytes)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         yield logs, writer
@@ -925,6 +925,29 @@ async def test_max_group_splits_pending_operations(memory_store: KVStore) -> Non
         results = await in_one_group([logs.append_op(log, [batch(1)]) for _ in range(5)], writer)
         assert [r.base_offset for r in results] == [0, 1, 2, 3, 4]
         assert writer.commits - commits == 3
+
+
+async def test_max_group_bytes_closes_a_group_at_the_op_that_crosses_it(
+    memory_store: KVStore,
+) -> None:
+    one = batch(1, value=b"v" * 200)
+    async with running(memory_store, max_group_bytes=2 * len(one) + 1) as (logs, writer):
+        await create(writer, logs, "t")
+        log = part(logs, "t")
+        commits = writer.commits
+        # Sizes 1, 1, 1 | 1, 1, 1 | 1: a group takes ops until their bytes reach the bound.
+        ops = [logs.append_op(log, [bytearray(one)]) for _ in range(7)]
+        assert all(op.size == len(one) for op in ops)
+        results = await in_one_group(ops, writer)
+        assert [r.base_offset for r in results] == list(range(7))
+        assert writer.commits - commits == 3
+        # One operation larger than the bound still commits, alone.
+        commits = writer.commits
+        big = [logs.append_op(log, [bytearray(one) for _ in range(5)]) for _ in range(2)]
+        results = await in_one_group(big, writer)
+        assert [r.base_offset for r in results] == [7, 12]
+        assert writer.commits - commits == 2
+        assert [r.offset for r in read_records(log)] == list(range(17))
 
 
 async def test_a_group_of_only_duplicates_needs_no_transaction(memory_store: KVStore) -> None:
