@@ -53,7 +53,8 @@ class Operation(Generic[T]):
 
 
 MAX_GROUP_BYTES = 16 * 1024 * 1024
-"""The default of storage.group.commit.max.bytes. A group closes once its operations carry this many bytes (the one that crosses it included).
+"""Default of storage.group.commit.max.bytes: a group closes once its operations carry this many
+bytes (the one that crosses the bound included).
 
 Without a bound a group took everything that arrived during the previous commit (50-80 MB in
 the produce benchmark), so acknowledgements came in large late waves and the broker held whole
