@@ -63,14 +63,6 @@ from kvstream.storage.base import ReadTxn
 Progress = Callable[[int, int], None]
 """Called with (bytes checked, bytes to check) as the check goes."""
 
-_DATA_PREFIXES: Final = (
-    keys.BATCH,
-    keys.INDEX,
-    keys.PARTITION,
-    keys.PRODUCER,
-    keys.EPOCH,
-    keys.CLEANER,
-)
 _TP: Final = struct.Struct(">16si")
 
 
@@ -349,7 +341,7 @@ class _Checker:
 
     def _orphans(self, txn: ReadTxn) -> None:
         image, _problems = load_image(txn)  # current metadata: topics may have changed
-        for prefix in _DATA_PREFIXES:
+        for prefix in keys.TOPIC_DATA_PREFIXES:
             cursor = prefix
             hi = keys.prefix_end(prefix)
             for _ in range(1_000_000):  # bounded: one seek per partition range

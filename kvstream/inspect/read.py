@@ -275,14 +275,10 @@ def _check_format(txn: ReadTxn, where: str) -> int:
         raise InspectError(
             f"{where}: not a kvstream store (format version key of {len(raw)} bytes)"
         )
-    (version,) = keys.BE32.unpack(raw)
-    if version != keys.FORMAT_VERSION:
-        newer = "newer" if version > keys.FORMAT_VERSION else "older"
-        raise InspectError(
-            f"{where}: the store has format version {version} ({newer}); this kvstream-inspect "
-            f"reads format version {keys.FORMAT_VERSION} only"
-        )
-    return int(version)
+    try:
+        return keys.decode_format_version(raw)
+    except ValueError as exc:
+        raise InspectError(f"{where}: {exc}") from None
 
 
 def load_image(txn: ReadTxn) -> tuple[MetadataImage, list[str]]:

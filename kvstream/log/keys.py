@@ -54,6 +54,9 @@ PRODUCER: Final = b"\x05"
 EPOCH: Final = b"\x06"
 GROUP_OFFSET: Final = b"\x07"
 CLEANER: Final = b"\x08"
+TOPIC_DATA_PREFIXES: Final = (BATCH, INDEX, PARTITION, PRODUCER, EPOCH, CLEANER)
+"""Every prefix whose keys start with a topic id: what deleting a topic removes, and where the
+offline check looks for keys of unknown topics."""
 
 FORMAT_KEY: Final = META + b"format"
 CLUSTER_ID_KEY: Final = META + b"cluster_id"
@@ -123,6 +126,21 @@ _BE16: Final = struct.Struct(">H")
 def _name(text: str) -> bytes:
     raw = text.encode()
     return _BE16.pack(len(raw)) + raw
+
+
+def decode_format_version(raw: bytes) -> int:
+    """The format version in a FORMAT_KEY value; ``ValueError`` naming both versions when this
+    build cannot read it (newer or older), or when the value is not a version at all."""
+    if len(raw) != BE32.size:
+        raise ValueError(f"format version key of {len(raw)} bytes, not {BE32.size}")
+    (version,) = BE32.unpack(raw)
+    if version != FORMAT_VERSION:
+        newer = "newer" if version > FORMAT_VERSION else "older"
+        raise ValueError(
+            f"the store has format version {version} ({newer}); this kvstream reads "
+            f"format version {FORMAT_VERSION} only"
+        )
+    return int(version)
 
 
 def group_offset_prefix(group_id: str) -> bytes:

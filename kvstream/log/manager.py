@@ -112,13 +112,10 @@ class LogManager:
 
             self.store.transact(init)
             return
-        (version,) = keys.BE32.unpack(raw)
-        if version != keys.FORMAT_VERSION:
-            newer = "newer" if version > keys.FORMAT_VERSION else "older"
-            raise StoreFormatError(
-                f"the store has format version {version} ({newer}); this kvstream reads "
-                f"format version {keys.FORMAT_VERSION} only"
-            )
+        try:
+            keys.decode_format_version(raw)
+        except ValueError as exc:
+            raise StoreFormatError(str(exc)) from None
         # Format 1 stores written before the engine record were all LMDB stores. A memory
         # store is never reopened: it cannot disagree with what created it.
         recorded = raw_engine.decode() if raw_engine else keys.ENGINE_BEFORE_RECORD
@@ -175,14 +172,7 @@ class LogManager:
             staged.put(keys.metadata_key(self.image.next_offset), encode_record(record))
             self.image.next_offset += 1
             self._deleting.add(topic.topic_id)  # later appends in this group are refused
-            for prefix in (
-                keys.BATCH,
-                keys.INDEX,
-                keys.PARTITION,
-                keys.PRODUCER,
-                keys.EPOCH,
-                keys.CLEANER,
-            ):
+            for prefix in keys.TOPIC_DATA_PREFIXES:
                 lo = keys.topic_prefix(prefix, topic.topic_id)
                 staged.delete_range(lo, keys.prefix_end(lo))
 
