@@ -452,21 +452,6 @@ def _empty_batch(h: records.BatchHeader) -> bytes:
     return _build(h, attributes, h.max_timestamp, h.max_timestamp, 0, b"")
 
 
-def _index_entry(batch: bytes) -> IndexEntry:
-    nh = records.parse_header(batch)
-    return IndexEntry(
-        nh.base_offset,
-        nh.last_offset,
-        nh.max_timestamp,
-        len(batch),
-        nh.producer_id,
-        nh.producer_epoch,
-        nh.base_sequence,
-        nh.records_count,
-        nh.attributes,
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # A cleaning pass
 # --------------------------------------------------------------------------------------------
@@ -659,21 +644,8 @@ class CleanSlice:
                 staged.delete(bkey)
                 staged.delete(ikey)
             else:
-                e = ch.index
                 staged.put(bkey, ch.batch)
-                staged.put(
-                    ikey,
-                    keys.INDEX_VALUE.pack(
-                        e.last_offset,
-                        e.max_timestamp,
-                        e.size,
-                        e.producer_id,
-                        e.producer_epoch,
-                        e.base_sequence,
-                        e.records_count,
-                        e.attributes,
-                    ),
-                )
+                staged.put(ikey, ch.index.encode())
             applied.append(ch)
         return applied
 
@@ -795,7 +767,7 @@ def clean_slice(store: KVStore, cp: CleanerPass, cursor: int, max_bytes: int) ->
                 else:
                     out.bytes_written += len(new)
                     out.changes.append(
-                        BatchChange(h.base_offset, h.last_offset, new, _index_entry(new))
+                        BatchChange(h.base_offset, h.last_offset, new, IndexEntry.of_batch(new))
                     )
             else:
                 out.bytes_written += len(raw)

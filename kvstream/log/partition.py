@@ -56,6 +56,35 @@ class IndexEntry:
     def decode(cls, base_offset: int, raw: bytes) -> IndexEntry:
         return cls(base_offset, *keys.INDEX_VALUE.unpack(raw))
 
+    @classmethod
+    def of_batch(cls, batch: bytes | bytearray | memoryview) -> IndexEntry:
+        """The entry describing a stored batch, read from its header."""
+        h = records.parse_header(batch)
+        return cls(
+            h.base_offset,
+            h.last_offset,
+            h.max_timestamp,
+            len(batch),
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.records_count,
+            h.attributes,
+        )
+
+    def encode(self) -> bytes:
+        """The index value (keys.INDEX_VALUE); the base offset is in the key."""
+        return keys.INDEX_VALUE.pack(
+            self.last_offset,
+            self.max_timestamp,
+            self.size,
+            self.producer_id,
+            self.producer_epoch,
+            self.base_sequence,
+            self.records_count,
+            self.attributes,
+        )
+
 
 def iter_index(txn: ReadTxn, topic_id: uuid.UUID, partition: int) -> Iterator[IndexEntry]:
     """The partition's batch index entries in offset order, read lazily inside ``txn``."""
@@ -297,7 +326,8 @@ class PartitionLog:
             staged.put(keys.batch_key(self.topic_id, self.partition, offset), batch)
             staged.put(
                 keys.index_key(self.topic_id, self.partition, offset),
-                keys.INDEX_VALUE.pack(
+                IndexEntry(
+                    offset,
                     offset + h.last_offset_delta,
                     max_ts,
                     len(batch),
@@ -306,7 +336,7 @@ class PartitionLog:
                     h.base_sequence,
                     h.records_count,
                     attributes,
-                ),
+                ).encode(),
             )
         for pid, entry in touched.items():
             self.staged_producers[pid] = entry

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from kvstream.log import compaction, keys
 from kvstream.log.compaction import CleanerPass, CompactionConfig
+from kvstream.log.partition import IndexEntry
 from kvstream.log.txn import StagedWrites
 from kvstream.protocol import records
 from kvstream.storage.base import KVStore
@@ -118,16 +119,7 @@ class Harness:
     def _put(self, batch: bytes) -> None:
         h = records.parse_header(batch)
         tid, p, base = self.topic_id, self.partition, h.base_offset
-        index = keys.INDEX_VALUE.pack(
-            h.last_offset,
-            h.max_timestamp,
-            len(batch),
-            h.producer_id,
-            h.producer_epoch,
-            h.base_sequence,
-            h.records_count,
-            h.attributes,
-        )
+        index = IndexEntry.of_batch(batch).encode()
 
         def write(txn: Any) -> None:
             txn.put(keys.batch_key(tid, p, base), batch)

@@ -224,42 +224,27 @@ def test_continuity_overlap_is_never_allowed(base: int) -> None:
         assert problem is not None and "overlaps" in problem
 
 
-def _entry(raw: bytes) -> IndexEntry:
-    h = records.parse_header(raw)
-    return IndexEntry(
-        h.base_offset,
-        h.last_offset,
-        h.max_timestamp,
-        len(raw),
-        h.producer_id,
-        h.producer_epoch,
-        h.base_sequence,
-        h.records_count,
-        h.attributes,
-    )
-
-
 def test_batch_problems_healthy_batch() -> None:
     raw = _batch(4, base=8, pid=1, compression=records.Compression.ZSTD)
-    header, found = batch_problems(raw, 8, _entry(raw), compacted=False, deep=True)
+    header, found = batch_problems(raw, 8, IndexEntry.of_batch(raw), compacted=False, deep=True)
     assert header is not None and found == []
 
 
 def test_batch_problems_flipped_byte_is_a_crc_mismatch() -> None:
     raw = bytearray(_batch(4))
     raw[-3] ^= 0x01
-    _header, found = batch_problems(bytes(raw), 0, _entry(bytes(raw)), False, False)
+    _header, found = batch_problems(bytes(raw), 0, IndexEntry.of_batch(bytes(raw)), False, False)
     assert any("CRC32C mismatch" in f for f in found)
 
 
 def test_batch_problems_index_mismatch_names_the_field() -> None:
     raw = _batch(3, base=4)
-    wrong = dataclasses.replace(_entry(raw), last_offset=99)
+    wrong = dataclasses.replace(IndexEntry.of_batch(raw), last_offset=99)
     _header, found = batch_problems(raw, 4, wrong, False, False)
     assert found == ["index last offset 99 != batch 6"]
     _header, found = batch_problems(raw, 4, None, False, False)
     assert found == ["batch has no index entry"]
-    _header, found = batch_problems(raw, 5, _entry(raw), False, False)
+    _header, found = batch_problems(raw, 5, IndexEntry.of_batch(raw), False, False)
     assert found == ["batch base offset 4 differs from its key"]
 
 
@@ -295,20 +280,8 @@ def _write_store(
             h = records.parse_header(raw)
             txn.put(keys.batch_key(TOPIC_ID, 0, h.base_offset), raw)
             if h.base_offset != skip_index:
-                e = _entry(raw)
-                txn.put(
-                    keys.index_key(TOPIC_ID, 0, h.base_offset),
-                    keys.INDEX_VALUE.pack(
-                        e.last_offset,
-                        e.max_timestamp,
-                        e.size,
-                        e.producer_id,
-                        e.producer_epoch,
-                        e.base_sequence,
-                        e.records_count,
-                        e.attributes,
-                    ),
-                )
+                e = IndexEntry.of_batch(raw)
+                txn.put(keys.index_key(TOPIC_ID, 0, h.base_offset), e.encode())
             end = h.last_offset + 1
         start, end = state if state is not None else (0, end)
         txn.put(keys.partition_state_key(TOPIC_ID, 0), keys.PARTITION_STATE.pack(start, end))
