@@ -1,7 +1,11 @@
 """The broker: composition root that wires config, storage, logs, writer and listeners.
 
 OWNS: start-up and shutdown order, the broker's identity (node id, advertised address, cluster
-id), topic auto-creation, and the per-partition wake-ups Fetch long-polls on.
+id), topic auto-creation, the per-partition wake-ups Fetch long-polls on, and the one place a
+config value is resolved: `effective_config` layers the dynamic broker configs (KIP-226, stored
+by the log manager) over the static `config` (topic override > dynamic per-broker > dynamic
+cluster default > server.properties > default), and `topic_config` answers every topic lookup
+(Produce, retention, the cleaner) from it.
 MUST NOT KNOW: how any single API is encoded (handlers), storage key layout (log).
 """
 
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import trio
 
-from kvstream.config import BrokerConfig, Listener, topic_config_defaults
+from kvstream.config import BrokerConfig, ConfigError, Listener, topic_config_defaults
 from kvstream.group.classic import GroupConfig
 from kvstream.group.consumer import ConsumerGroupConfig
 from kvstream.group.coordinator import GroupCoordinator
@@ -54,7 +58,9 @@ class Broker:
         self.node_id = config.node_id
         self.served = registry.served_versions()
         self.advertised: Listener = config.advertised_listeners[0]
-        self.topic_defaults = topic_config_defaults(config)
+        self.effective_config = config
+        self.topic_defaults: dict[str, str] = {}
+        self._resolve_dynamic_configs()
         # LMDB: the cleaner reads in its own process (a read-only environment), off the GIL.
         self.cleaner = LogCleaner(
             self.logs,
@@ -105,6 +111,36 @@ class Broker:
         if name in topic.configs:
             return topic.configs[name]
         return self.topic_defaults.get(name)
+
+    # -- dynamic broker configs (KIP-226) ------------------------------------------------------
+
+    def dynamic_broker_configs(self, resource: str) -> dict[str, str]:
+        """The stored dynamic configs of BROKER resource `resource` ("" or a node id)."""
+        return dict(self.logs.broker_configs.get(resource, {}))
+
+    def layered_config(self, resource: str, configs: dict[str, str]) -> BrokerConfig:
+        """The effective config if `resource`'s dynamic configs were `configs` (ConfigError
+        when that combination is inconsistent); nothing changes."""
+        stored = self.logs.broker_configs
+        default = configs if resource == "" else stored.get("", {})
+        mine = configs if resource == str(self.node_id) else stored.get(str(self.node_id), {})
+        return self.config.with_dynamic(default, mine)
+
+    async def alter_broker_configs(self, resource: str, configs: dict[str, str]) -> None:
+        """Store `configs` as the whole dynamic set of `resource` and apply it at once."""
+        await self.writer.submit(self.logs.alter_broker_configs_op(resource, configs)).wait()
+        self._resolve_dynamic_configs()
+
+    def _resolve_dynamic_configs(self) -> None:
+        stored = self.logs.broker_configs
+        try:
+            self.effective_config = self.config.with_dynamic(
+                stored.get("", {}), stored.get(str(self.node_id), {})
+            )
+        except ConfigError as exc:  # stored by an older build with other rules: keep going
+            log.error("dynamic broker configs ignored: %s", exc)
+            self.effective_config = self.config
+        self.topic_defaults = topic_config_defaults(self.effective_config)
 
     # -- retention (cleanup.policy=delete) ----------------------------------------------------
 
@@ -165,7 +201,8 @@ class Broker:
             await nursery.start(self.groups.run)
             await nursery.start(self._retention_loop)
             if self.config.get_bool("log.cleaner.enable"):
-                await nursery.start(self.cleaner.run, self.config.get_int("log.cleaner.backoff.ms"))
+                backoff_ms = self.effective_config.get_int("log.cleaner.backoff.ms")
+                await nursery.start(self.cleaner.run, backoff_ms)
             bound = await nursery.start(serve_listeners, self, self.config.listeners)
             if self.advertised.port == 0 and bound:
                 self.advertised = Listener(self.advertised.name, bound[0][0], bound[0][1])

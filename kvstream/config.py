@@ -26,12 +26,13 @@ zeros, lists joined by ``,``). A key with no value (Kafka's ``null`` default, e.
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
 
@@ -40,12 +41,14 @@ __all__ = [
     "BrokerConfig",
     "ConfigEntry",
     "ConfigError",
+    "DescribedConfig",
     "Listener",
     "TopicConfigDef",
     "load_config",
     "parse_properties",
     "topic_config_defaults",
     "topic_config_synonyms",
+    "validate_dynamic_broker_configs",
     "validate_topic_config",
 ]
 
@@ -675,6 +678,23 @@ _BROKER_TO_TOPIC: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     }
 )
 
+# Kafka's dynamic broker configs (KIP-226: DynamicBrokerConfig.AllDynamicConfigs) that kvstream
+# knows: the first broker synonym of each topic config (DynamicLogConfig: log.retention.ms, not
+# log.retention.hours), the cleaner and thread-pool keys. The listener keys Kafka can change per
+# broker (listeners, advertised.listeners, listener.security.protocol.map) are left out:
+# kvstream binds its sockets once, so they stay read-only here.
+_DYNAMIC_EXTRA: Final = (
+    "log.cleaner.threads",
+    "log.cleaner.backoff.ms",
+    "num.io.threads",
+    "num.network.threads",
+    "num.recovery.threads.per.data.dir",
+)
+DYNAMIC_BROKER_KEYS: Final[frozenset[str]] = frozenset(
+    {meta.synonyms[0][0] for meta in _TOPIC_META.values() if meta.synonyms}.union(_DYNAMIC_EXTRA)
+    & set(_BROKER_KEYS)
+)
+
 
 # --------------------------------------------------------------------------------------------
 # Java .properties
@@ -861,6 +881,32 @@ class BrokerConfig:
 
     values: Mapping[str, str]
     explicit: frozenset[str] = frozenset()
+    dynamic_default: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Dynamic cluster-wide defaults (the "" BROKER resource), already part of ``values``."""
+    dynamic_broker: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Dynamic configs of this broker (its node id's resource), already part of ``values``."""
+
+    def with_dynamic(
+        self, default: Mapping[str, str], per_broker: Mapping[str, str]
+    ) -> BrokerConfig:
+        """This static configuration with dynamic broker configs layered on top, Kafka's order:
+        per-broker > cluster default > server.properties > built-in default.
+
+        Only DYNAMIC_BROKER_KEYS may be given (check them with
+        :func:`validate_dynamic_broker_configs`); each is the highest-priority synonym of its
+        family, so no lower synonym can shadow it. ConfigError when the result is inconsistent
+        (retention of 0 ms), as at start-up."""
+        values = dict(self.values)
+        values.update(default)
+        values.update(per_broker)
+        config = BrokerConfig(
+            values=MappingProxyType(values),
+            explicit=self.explicit,
+            dynamic_default=MappingProxyType(dict(default)),
+            dynamic_broker=MappingProxyType(dict(per_broker)),
+        )
+        _check_retention(config)
+        return config
 
     # --- generic access ----------------------------------------------------------------------
 
@@ -1296,6 +1342,176 @@ def validate_topic_config(name: str, value: str | None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Dynamic broker configs (KIP-226) and where a value comes from (DescribeConfigs)
+# --------------------------------------------------------------------------------------------
+
+# Kafka's ConfigSource numbers (DescribeConfigsResponse.ConfigSource).
+SOURCE_DYNAMIC_TOPIC: Final = 1
+SOURCE_DYNAMIC_BROKER: Final = 2
+SOURCE_DYNAMIC_DEFAULT_BROKER: Final = 3
+SOURCE_STATIC_BROKER: Final = 4
+SOURCE_DEFAULT: Final = 5
+
+Synonym = tuple[str, str | None, int]
+"""(config name, value, ConfigSource number) of one DescribeConfigs synonym."""
+
+
+def _scala_set(names: Iterable[str]) -> str:
+    return "Set(" + ", ".join(sorted(names)) + ")"
+
+
+def validate_dynamic_broker_configs(configs: Mapping[str, str]) -> dict[str, str]:
+    """Check the whole dynamic config set of one BROKER resource; return it normalised.
+
+    Raises ConfigError with Kafka's wording: read-only keys "Cannot update these configs
+    dynamically: Set(log.dirs)"; a bad value "Invalid value x for configuration k: reason".
+    Kafka keeps unknown broker keys (custom configs); kvstream refuses them by name
+    ("Unknown broker configs: Set(x)"), the way it refuses them in server.properties."""
+    unknown = [name for name in configs if name not in _BROKER_KEYS]
+    if unknown:
+        raise ConfigError(unknown[0], f"Unknown broker configs: {_scala_set(unknown)}")
+    read_only = [name for name in configs if name not in DYNAMIC_BROKER_KEYS]
+    if read_only:
+        raise ConfigError(
+            read_only[0], f"Cannot update these configs dynamically: {_scala_set(read_only)}"
+        )
+    out: dict[str, str] = {}
+    for name, raw in configs.items():
+        spec = _BROKER_KEYS[name]
+        try:
+            value = _normalize(spec.type, raw)
+            if spec.check is not None:
+                spec.check(value)
+        except ValueError as exc:
+            raise ConfigError(
+                name,
+                f"Invalid value {_show(spec.type, raw.strip())} for configuration {name}: {exc}",
+            ) from None
+        out[name] = value
+    return out
+
+
+def broker_key_type(name: str) -> str | None:
+    """Kafka's ConfigType name of a broker key; None when kvstream does not know the key."""
+    spec = _BROKER_KEYS.get(name)
+    return None if spec is None else spec.type
+
+
+def _broker_synonym_names(name: str) -> tuple[str, ...]:
+    """Kafka's DynamicBrokerConfig.brokerConfigSynonyms: the family a broker key belongs to,
+    highest priority first (log.retention.ms, .minutes, .hours); just ``name`` otherwise."""
+    for meta in _TOPIC_META.values():
+        names = tuple(key for key, _factor in meta.synonyms)
+        if len(names) > 1 and name in names:
+            return names
+    return (name,)
+
+
+def _layered_synonyms(config: BrokerConfig, names: Sequence[str]) -> list[Synonym]:
+    """Kafka's ConfigHelper.configSynonyms: by source first (dynamic per-broker, dynamic
+    default, static, default), then by synonym priority."""
+    out: list[Synonym] = []
+    for key in names:
+        if key in config.dynamic_broker:
+            out.append((key, config.dynamic_broker[key], SOURCE_DYNAMIC_BROKER))
+    for key in names:
+        if key in config.dynamic_default:
+            out.append((key, config.dynamic_default[key], SOURCE_DYNAMIC_DEFAULT_BROKER))
+    for key in names:
+        if key in config.explicit:
+            out.append((key, config.get(key), SOURCE_STATIC_BROKER))
+    for key in names:
+        default = _BROKER_KEYS[key].default if key in _BROKER_KEYS else None
+        if default is not None:
+            out.append((key, default, SOURCE_DEFAULT))
+    return out
+
+
+def _from_name(name: str, synonyms: list[Synonym]) -> list[Synonym]:
+    """Drop the higher-priority synonyms before ``name`` itself (Kafka's dropWhile): describing
+    log.retention.hours does not list log.retention.ms."""
+    return list(itertools.dropwhile(lambda s: s[0] != name, synonyms))
+
+
+@dataclass(frozen=True, slots=True)
+class DescribedConfig:
+    """One config as DescribeConfigs reports it: effective value, ConfigSource number, the
+    synonym chain (highest priority first), and whether AlterConfigs may change it."""
+
+    name: str
+    value: str | None
+    source: int
+    synonyms: list[Synonym]
+    read_only: bool
+    sensitive: bool
+    type: str
+
+
+def describe_broker(config: BrokerConfig, per_broker: bool) -> list[DescribedConfig]:
+    """DescribeConfigs of a BROKER resource, as Kafka's ConfigHelper answers it.
+
+    ``per_broker`` (the resource is this node's id): every known key, with its effective value
+    and the source of the first synonym that supplies it. Otherwise (the "" resource, the
+    cluster default): only the keys set as dynamic cluster defaults, each with source
+    DYNAMIC_DEFAULT_BROKER_CONFIG and only synonyms of that source."""
+    out: list[DescribedConfig] = []
+    if not per_broker:
+        for name in sorted(config.dynamic_default):
+            spec = _BROKER_KEYS[name]
+            value = config.dynamic_default[name]
+            sensitive = spec.type == "PASSWORD"
+            synonyms = [
+                s
+                for s in _layered_synonyms(config, _broker_synonym_names(name))
+                if s[2] == SOURCE_DYNAMIC_DEFAULT_BROKER
+            ]
+            synonyms = _from_name(name, synonyms)
+            out.append(
+                DescribedConfig(
+                    name, None if sensitive else value, SOURCE_DYNAMIC_DEFAULT_BROKER, synonyms,
+                    name not in DYNAMIC_BROKER_KEYS, sensitive, spec.type,
+                )
+            )  # fmt: skip
+        return out
+    for entry in config.describe():
+        synonyms = _from_name(
+            entry.name, _layered_synonyms(config, _broker_synonym_names(entry.name))
+        )
+        if entry.sensitive:
+            synonyms = [(n, None, s) for n, _v, s in synonyms]
+        source = synonyms[0][2] if synonyms else SOURCE_DEFAULT
+        out.append(
+            DescribedConfig(
+                entry.name, entry.value, source, synonyms, entry.name not in DYNAMIC_BROKER_KEYS,
+                entry.sensitive, entry.type,
+            )
+        )  # fmt: skip
+    return out
+
+
+def describe_topic_config(
+    config: BrokerConfig, defaults: Mapping[str, str], overrides: Mapping[str, str], name: str
+) -> tuple[str | None, int, list[Synonym]]:
+    """(value, source, synonyms) of topic config ``name``, the way Kafka reports them.
+
+    Synonyms run from highest priority down: the topic override (DYNAMIC_TOPIC_CONFIG), the
+    broker keys that supply it as dynamic per-broker, dynamic default and static values (each
+    group in synonym order: log.retention.ms before .minutes and .hours), then the default
+    (DEFAULT_CONFIG, named after the first broker synonym). ``defaults`` are the effective
+    broker defaults (:func:`topic_config_defaults` of the layered config)."""
+    definition = TOPIC_CONFIGS[name]
+    broker_keys = topic_config_synonyms(name)
+    synonyms: list[Synonym] = []
+    if name in overrides:
+        synonyms.append((name, overrides[name], SOURCE_DYNAMIC_TOPIC))
+    synonyms += [s for s in _layered_synonyms(config, broker_keys) if s[2] != SOURCE_DEFAULT]
+    synonyms.append((broker_keys[0] if broker_keys else name, definition.default, SOURCE_DEFAULT))
+    if name in overrides:
+        return overrides[name], SOURCE_DYNAMIC_TOPIC, synonyms
+    return defaults.get(name, definition.default), synonyms[0][2], synonyms
+
+
+# --------------------------------------------------------------------------------------------
 # Documentation
 # --------------------------------------------------------------------------------------------
 
@@ -1325,6 +1541,8 @@ def render_markdown() -> str:
         status = spec.status
         topics = _BROKER_TO_TOPIC.get(name, ())
         status_text = f"{status}; default of topic {', '.join(topics)}" if topics else status
+        if name in DYNAMIC_BROKER_KEYS:
+            status_text += "; dynamic"
         broker_rows.append((f"`{name}`", spec.type, _cell(spec.default), status_text, spec.doc))
     out += _rows(broker_rows)
     out += ["", "### Topic configs", ""]

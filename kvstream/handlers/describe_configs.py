@@ -1,12 +1,18 @@
 """DescribeConfigs (API key 32), versions 1-4.
 
-Behaviour: TOPIC resources (type 2) list every topic config with its effective value and source
-(DYNAMIC_TOPIC_CONFIG for overrides, STATIC_BROKER_CONFIG when server.properties sets the broker
-synonym, DEFAULT_CONFIG otherwise); BROKER resources (type 4, name = node id or "" for the
-cluster default) list every broker key (STATIC_BROKER_CONFIG when set, else DEFAULT_CONFIG).
-configuration_keys filters; include_synonyms adds the synonym chain Kafka reports (the topic
-override, then the broker key, then the default). Types (v3+) use Kafka's ConfigType numbers.
-Unknown topics get UNKNOWN_TOPIC_OR_PARTITION; another broker id gets INVALID_REQUEST.
+Behaviour: TOPIC resources (type 2) list every topic config with its effective value and source:
+DYNAMIC_TOPIC_CONFIG (1) for overrides, else the source of the broker key that supplies the
+default: DYNAMIC_BROKER_CONFIG (2) / DYNAMIC_DEFAULT_BROKER_CONFIG (3) for a dynamic broker
+config (AlterConfigs on the BROKER resource), STATIC_BROKER_CONFIG (4) when server.properties
+sets it, DEFAULT_CONFIG (5) otherwise. BROKER resources (type 4) as Kafka's ConfigHelper: this
+node's id lists every broker key with its effective value and the source of the synonym that
+supplies it (read_only false only for the keys AlterConfigs may change); "" (the cluster
+default) lists only the keys set as dynamic cluster defaults. configuration_keys filters;
+include_synonyms adds the synonym chain in Kafka's order (topic override, then each broker
+synonym as dynamic per-broker, dynamic default, static, then the default). Types (v3+) use
+Kafka's ConfigType numbers. Unknown topics get UNKNOWN_TOPIC_OR_PARTITION; another broker id
+INVALID_REQUEST "Unexpected broker id, expected N or empty string, but received M", a name
+that is not a number "Broker id must be an integer, but it is: x".
 Not implemented: BROKER_LOGGER (type 8) answers INVALID_REQUEST; documentation strings are null.
 """
 
@@ -16,13 +22,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kvstream.config import TOPIC_CONFIGS
-from kvstream.handlers._common import (
-    NO_THROTTLE,
-    SOURCE_DEFAULT,
-    SOURCE_STATIC_BROKER,
-    topic_config_value,
-)
+from kvstream.config import TOPIC_CONFIGS, Synonym, describe_broker, describe_topic_config
+from kvstream.handlers._common import NO_THROTTLE
 from kvstream.handlers.registry import RequestContext, handles
 
 TOPIC, BROKER = 2, 4
@@ -46,7 +47,7 @@ def _entry(
     source: int,
     kind: str,
     sensitive: bool,
-    synonyms: list[tuple[str, str | None, int]],
+    synonyms: list[Synonym],
     include_synonyms: bool,
     read_only: bool = False,
 ) -> Any:
@@ -72,25 +73,37 @@ def _topic_configs(ctx: RequestContext, configs: dict[str, str], include: bool) 
     broker = ctx.broker
     out = []
     for name in sorted(TOPIC_CONFIGS):
-        value, source, synonyms = topic_config_value(
-            broker.config, broker.topic_defaults, configs, name
+        value, source, synonyms = describe_topic_config(
+            broker.effective_config, broker.topic_defaults, configs, name
         )
         kind = TOPIC_CONFIGS[name].type
         out.append(_entry(ctx, name, value, source, kind, False, synonyms, include))
     return out
 
 
-def _broker_configs(ctx: RequestContext, include: bool) -> list[Any]:
-    out = []
-    for e in ctx.broker.config.describe():
-        source = SOURCE_DEFAULT if e.is_default else SOURCE_STATIC_BROKER
-        synonyms = [(e.name, e.value, source)]
-        out.append(
-            _entry(
-                ctx, e.name, e.value, source, e.type, e.sensitive, synonyms, include, e.read_only
+def _broker_configs(ctx: RequestContext, name: str, include: bool) -> list[Any]:
+    broker = ctx.broker
+    per_broker = name != ""
+    if per_broker:
+        try:
+            node = int(name)
+        except ValueError:
+            raise _Refused(f"Broker id must be an integer, but it is: {name}") from None
+        if node != broker.node_id:
+            raise _Refused(
+                f"Unexpected broker id, expected {broker.node_id} or empty string, "
+                f"but received {name}"
             )
+    return [
+        _entry(
+            ctx, e.name, e.value, e.source, e.type, e.sensitive, e.synonyms, include, e.read_only
         )
-    return out
+        for e in describe_broker(broker.effective_config, per_broker)
+    ]
+
+
+class _Refused(Exception):
+    """INVALID_REQUEST for the resource, with this message."""
 
 
 @handles(32, versions=(1, 4))
@@ -110,10 +123,10 @@ async def describe_configs(ctx: RequestContext, req: Any) -> Any:
             else:
                 entries = _topic_configs(ctx, topic.configs, include)
         elif rtype == BROKER:
-            if res.resource_name not in ("", str(broker.node_id)):
-                code, message = ErrorCode.invalid_request, f"no broker {res.resource_name!r}"
-            else:
-                entries = _broker_configs(ctx, include)
+            try:
+                entries = _broker_configs(ctx, res.resource_name, include)
+            except _Refused as exc:
+                code, message = ErrorCode.invalid_request, str(exc)
         else:
             code, message = ErrorCode.invalid_request, f"resource type {rtype} not supported"
         keys = res.configuration_keys

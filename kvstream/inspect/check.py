@@ -30,6 +30,8 @@ a running LMDB broker is held back from reusing pages for one partition's scan a
 - producer state values decode;
 - no data key (0x02..0x06, 0x08) belongs to a topic id the metadata does not know, or to a
   partition beyond its topic's count (topic deletion removes them in the same commit);
+- every dynamic broker config key (0x09) names "" or a node id and its value is a JSON object
+  of strings (these keys belong to no topic, so they are never orphans);
 - every metadata record decodes, and the engine the store records (0x00 "engine") is the
   engine whose files it holds.
 
@@ -374,6 +376,15 @@ class _Checker:
                 cursor = keys.prefix_end(keys.partition_prefix(prefix, tid, p))
 
     def _global(self, txn: ReadTxn) -> None:
+        lo = keys.BROKER_CONFIG
+        for key, value in txn.scan(lo, keys.prefix_end(lo)):
+            try:
+                resource = keys.decode_broker_config_key(key)
+                if resource and not resource.isdigit():
+                    raise ValueError(f"resource {resource!r} is not a node id")
+                keys.decode_broker_configs(value)
+            except (ValueError, UnicodeDecodeError, struct.error) as exc:
+                self.problems.append(Problem(f"dynamic broker config key {key.hex()}: {exc}"))
         lo = keys.GROUP_OFFSET
         for key, value in txn.scan(lo, keys.prefix_end(lo)):
             try:

@@ -21,6 +21,7 @@ collides with its old data.
 | 0x06   | 0x06 tid p epoch be32                                | epoch start offset, be64      |
 | 0x07   | 0x07 glen be16 group utf-8 tlen be16 topic utf-8 p   | committed offset (OFFSET)     |
 | 0x08   | 0x08 tid p                                           | cleaner checkpoint (CLEANER)  |
+| 0x09   | 0x09 nlen be16 resource utf-8                        | dynamic broker configs (JSON) |
 
 INDEX value: last_offset q, max_timestamp q, size i, producer_id q, producer_epoch h,
 base_sequence i, records_count i, attributes h (struct ">qqiqhiih").
@@ -35,10 +36,16 @@ CLEANER_CHECKPOINT value: first_dirty_offset q, earliest_delete_horizon q (struc
 no tombstone horizon pending). Written by the log cleaner in the commit of a pass's last slice;
 absent until a compacted partition completes its first pass (the cleaner then treats the whole
 log as dirty).
+BROKER_CONFIG (KIP-226 dynamic broker configs, written by AlterConfigs and
+IncrementalAlterConfigs through the group-commit writer): the resource is "" (cluster-wide
+default) or a node id in decimal; the value is a JSON object of broker key -> value, the whole
+set of that resource (a resource with no dynamic config has no key). An optional key older code
+ignores, so the format version stays 1.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 import uuid
 from typing import Final
@@ -54,6 +61,7 @@ PRODUCER: Final = b"\x05"
 EPOCH: Final = b"\x06"
 GROUP_OFFSET: Final = b"\x07"
 CLEANER: Final = b"\x08"
+BROKER_CONFIG: Final = b"\x09"
 TOPIC_DATA_PREFIXES: Final = (BATCH, INDEX, PARTITION, PRODUCER, EPOCH, CLEANER)
 """Every prefix whose keys start with a topic id: what deleting a topic removes, and where the
 offline check looks for keys of unknown topics."""
@@ -143,6 +151,21 @@ def decode_format_version(raw: bytes) -> int:
     return int(version)
 
 
+def broker_config_key(resource: str) -> bytes:
+    """The 0x09 key of one BROKER config resource ("" = the cluster-wide default)."""
+    return BROKER_CONFIG + _name(resource)
+
+
+def decode_broker_config_key(key: bytes) -> str:
+    """The resource name of a 0x09 key; ValueError when the key is not one."""
+    if len(key) < 3 or key[:1] != BROKER_CONFIG:
+        raise ValueError(f"not a broker config key: {key.hex()}")
+    (length,) = _BE16.unpack_from(key, 1)
+    if len(key) != 3 + length:
+        raise ValueError(f"broker config key of {len(key)} bytes, name length {length}")
+    return key[3:].decode()
+
+
 def group_offset_prefix(group_id: str) -> bytes:
     """The key range of every committed offset of one group."""
     return GROUP_OFFSET + _name(group_id)
@@ -169,3 +192,18 @@ def prefix_end(prefix: bytes) -> bytes:
     if not trimmed:
         raise ValueError("prefix of only 0xff bytes has no end")
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+def encode_broker_configs(configs: dict[str, str]) -> bytes:
+    """A 0x09 value: the JSON object of one resource's dynamic broker configs."""
+    return json.dumps(configs, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_broker_configs(raw: bytes) -> dict[str, str]:
+    """The configs in a 0x09 value; ValueError unless it is a JSON object of strings."""
+    value = json.loads(raw)
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("dynamic broker configs are not a JSON object of strings")
+    return value

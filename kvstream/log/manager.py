@@ -3,8 +3,9 @@
 OWNS: the store's format check, replaying the metadata log into the image, the set of partition
 logs, and the write operations that change them (create/delete topic, append, allocate a
 producer id, alter topic configs, grow partitions, truncate the front of a log for
-DeleteRecords and retention, one slice of a compaction pass), each built as an `Operation` for
-the group-commit writer.
+DeleteRecords and retention, one slice of a compaction pass, replace a BROKER resource's dynamic
+configs), each built as an `Operation` for the group-commit writer. Dynamic broker configs
+(0x09 keys) are loaded at open into `broker_configs`; what they mean is the broker's business.
 MUST NOT KNOW: sockets or wire messages (handlers translate), trio beyond the writer's types.
 """
 
@@ -72,6 +73,8 @@ class LogManager:
         self._pending_topics: set[str] = set()
         self._deleting: set[uuid.UUID] = set()
         self._growing: dict[uuid.UUID, int] = {}
+        # BROKER config resource ("" or a node id) -> its dynamic configs (KIP-226)
+        self.broker_configs: dict[str, dict[str, str]] = {}
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -86,6 +89,10 @@ class LogManager:
             raw_pid = txn.get(keys.NEXT_PRODUCER_ID_KEY)
             logs.next_producer_id = keys.BE64.unpack(raw_pid)[0] if raw_pid else 0
             logs.cluster_id = (txn.get(keys.CLUSTER_ID_KEY) or b"").decode()
+            lo = keys.BROKER_CONFIG
+            for key, value in txn.scan(lo, keys.prefix_end(lo)):
+                resource = keys.decode_broker_config_key(key)
+                logs.broker_configs[resource] = keys.decode_broker_configs(value)
         for topic in logs.image.topics.values():
             for p in range(topic.partitions):
                 logs.partitions[(topic.topic_id, p)] = PartitionLog.load(store, topic.topic_id, p)
@@ -251,6 +258,26 @@ class LogManager:
             self.image.next_offset -= 1
 
         return Operation(stage, publish, rollback)
+
+    def alter_broker_configs_op(self, resource: str, configs: dict[str, str]) -> Operation[None]:
+        """Replace the dynamic configs of BROKER resource `resource` ("" or a node id) with
+        `configs` (the whole set; empty removes the key). Validation is the caller's."""
+        key = keys.broker_config_key(resource)
+        new = dict(configs)
+
+        def stage(staged: StagedWrites) -> None:
+            if new:
+                staged.put(key, keys.encode_broker_configs(new))
+            else:
+                staged.delete(key)
+
+        def publish(_: Any) -> None:
+            if new:
+                self.broker_configs[resource] = new
+            else:
+                self.broker_configs.pop(resource, None)
+
+        return Operation(stage, publish)
 
     def create_partitions_op(self, topic: TopicImage, count: int) -> Operation[TopicImage]:
         """Grow `topic` to `count` partitions (never shrinks: INVALID_PARTITIONS)."""

@@ -1,0 +1,260 @@
+"""Dynamic broker configs (KIP-226) with real admin clients over loopback.
+
+confluent-kafka's AdminClient and kafka-python's KafkaAdminClient set and delete configs on the
+BROKER resource named by the node id; both clients refuse the "" resource (the cluster default)
+and send another id's request to that broker, so those go over the raw wire client. A dynamic
+log.retention.ms makes a topic without an override lose old data at the next retention run, a
+lowered message.max.bytes makes Produce answer MESSAGE_TOO_LARGE, DescribeConfigs reports the
+sources and synonyms, the
+values survive a restart, and read-only keys, bad values and another broker id get Kafka's
+INVALID_REQUEST. Every wait is bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import confluent_kafka
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+    OffsetSpec,
+    ResourceType,
+)
+from kio.index import load_payload_module
+from kio.static.constants import EntityType
+
+from tests.integration.broker import BrokerProcess, start_broker
+from tests.integration.wire import WireClient
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import kafka.admin
+
+DEADLINE_S = 30.0
+NODE = "1"  # the broker's default node.id
+
+
+@pytest.fixture
+def fast_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    proc = start_broker(tmp_path / "data", extra=["log.retention.check.interval.ms=200"])
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _admin(b: BrokerProcess) -> AdminClient:
+    return AdminClient({"bootstrap.servers": b.bootstrap})
+
+
+def _wire_incremental(
+    b: BrokerProcess, name: str, ops: list[tuple[str, int, str | None]], validate: bool = False
+) -> tuple[int, str | None]:
+    """IncrementalAlterConfigs v1 on BROKER `name`: (error code, message)."""
+    m = load_payload_module(44, 1, EntityType.request)
+    res = m.AlterConfigsResource(
+        resource_type=4,
+        resource_name=name,
+        configs=tuple(m.AlterableConfig(name=k, config_operation=op, value=v) for k, op, v in ops),
+    )
+    with WireClient(b.bootstrap) as client:
+        resp = client.send(
+            m.IncrementalAlterConfigsRequest(resources=(res,), validate_only=validate)
+        )
+    (r,) = resp.responses
+    return int(r.error_code), r.error_message
+
+
+SET, DELETE, APPEND = 0, 1, 2
+
+
+def _incremental(
+    b: BrokerProcess, name: str, *entries: ConfigEntry, validate: bool = False
+) -> None:
+    if name == "":  # confluent-kafka refuses an empty resource name
+        ops = [(e.name, int(e.incremental_operation.value), e.value) for e in entries]
+        assert _wire_incremental(b, "", ops, validate)[0] == 0
+        return
+    res = ConfigResource(ResourceType.BROKER, name, incremental_configs=list(entries))
+    admin = _admin(b)  # kept alive until the result is in
+    futures = admin.incremental_alter_configs([res], validate_only=validate)
+    futures[res].result(timeout=DEADLINE_S)
+
+
+def _describe_default(b: BrokerProcess) -> dict[str, tuple[str | None, int, list[int]]]:
+    """DescribeConfigs v4 of BROKER "": name -> (value, source, synonym sources)."""
+    m = load_payload_module(32, 4, EntityType.request)
+    res = m.DescribeConfigsResource(resource_type=4, resource_name="", configuration_keys=None)
+    with WireClient(b.bootstrap) as client:
+        resp = client.send(
+            m.DescribeConfigsRequest(
+                resources=(res,), include_synonyms=True, include_documentation=False
+            )
+        )
+    (r,) = resp.results
+    assert int(r.error_code) == 0
+    return {
+        c.name: (c.value, int(c.config_source), [int(s.source) for s in c.synonyms])
+        for c in r.configs
+    }
+
+
+def _describe(b: BrokerProcess, rtype: ResourceType, name: str) -> dict[str, ConfigEntry]:
+    res = ConfigResource(rtype, name)
+    admin = _admin(b)
+    futures = admin.describe_configs([res], request_timeout=DEADLINE_S)
+    return dict(futures[res].result(timeout=DEADLINE_S))
+
+
+def _set(name: str, value: str) -> ConfigEntry:
+    return ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+
+
+def _delete(name: str) -> ConfigEntry:
+    return ConfigEntry(name, None, incremental_operation=AlterConfigOpType.DELETE)
+
+
+def _topic(b: BrokerProcess, what: str, **configs: str) -> str:
+    name = f"{what}-{uuid.uuid4().hex[:8]}"
+    admin = _admin(b)
+    fut = admin.create_topics([NewTopic(name, 1, 1, config=configs)])
+    fut[name].result(timeout=DEADLINE_S)
+    return name
+
+
+def _earliest(b: BrokerProcess, topic: str) -> int:
+    tp = TopicPartition(topic, 0)
+    admin = _admin(b)
+    return int(admin.list_offsets({tp: OffsetSpec.earliest()})[tp].result(DEADLINE_S).offset)
+
+
+def _broker_error(b: BrokerProcess, name: str, *entries: ConfigEntry) -> KafkaError:
+    with pytest.raises(KafkaException) as info:
+        _incremental(b, name, *entries)
+    err = info.value.args[0]
+    assert isinstance(err, KafkaError)
+    return err
+
+
+def test_dynamic_retention_ms_removes_old_data_of_topics_without_override(
+    fast_broker: BrokerProcess,
+) -> None:
+    plain = _topic(fast_broker, "dyn-ret")
+    kept = _topic(fast_broker, "dyn-kept", **{"retention.ms": "-1"})
+    p = confluent_kafka.Producer({"bootstrap.servers": fast_broker.bootstrap, "linger.ms": 0})
+    for topic in (plain, kept):
+        for i in range(5):
+            p.produce(topic, value=b"old-%d" % i)
+            p.flush(DEADLINE_S)  # one batch per message
+    time.sleep(1.2)
+    _incremental(fast_broker, "", _set("log.retention.ms", "1000"))
+    for topic in (plain, kept):
+        p.produce(topic, value=b"new")  # the newest batch is never removed: it lets the old go
+    assert p.flush(DEADLINE_S) == 0
+    deadline = time.monotonic() + DEADLINE_S
+    while _earliest(fast_broker, plain) != 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _earliest(fast_broker, plain) == 5
+    assert _earliest(fast_broker, kept) == 0  # the topic override wins over the dynamic default
+    entry = _describe(fast_broker, ResourceType.TOPIC, plain)["retention.ms"]
+    assert (entry.value, entry.source) == ("1000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+
+
+def test_sources_synonyms_delete_and_restart(broker: BrokerProcess) -> None:
+    _incremental(
+        broker, "", _set("log.cleanup.policy", "compact"), _set("message.max.bytes", "600000")
+    )
+    _incremental(broker, NODE, _set("message.max.bytes", "700000"))
+    node = _describe(broker, ResourceType.BROKER, NODE)
+    mmb = node["message.max.bytes"]
+    assert (mmb.value, mmb.source, mmb.is_read_only) == (
+        "700000", ConfigSource.DYNAMIC_BROKER_CONFIG.value, False,
+    )  # fmt: skip
+    assert node["log.dirs"].is_read_only
+    assert _describe_default(broker) == {
+        "log.cleanup.policy": ("compact", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value, [3]),
+        "message.max.bytes": ("600000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value, [3]),
+    }
+    topic = _topic(broker, "dyn-src")
+    tconf = _describe(broker, ResourceType.TOPIC, topic)
+    assert (tconf["max.message.bytes"].value, tconf["max.message.bytes"].source) == (
+        "700000", ConfigSource.DYNAMIC_BROKER_CONFIG.value,
+    )  # fmt: skip
+    assert (tconf["cleanup.policy"].value, tconf["cleanup.policy"].source) == (
+        "compact", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value,
+    )  # fmt: skip
+    # DELETE on the node: the cluster default shows through
+    _incremental(broker, NODE, _delete("message.max.bytes"))
+    mmb = _describe(broker, ResourceType.BROKER, NODE)["message.max.bytes"]
+    assert (mmb.value, mmb.source) == ("600000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+    # APPEND on a list key of the cluster default
+    assert _wire_incremental(broker, "", [("log.cleanup.policy", APPEND, "delete")]) == (0, None)
+    broker.restart()
+    node = _describe(broker, ResourceType.BROKER, NODE)
+    assert node["log.cleanup.policy"].value == "compact,delete"
+    assert node["message.max.bytes"].value == "600000"
+    _incremental(broker, "", _delete("message.max.bytes"), _delete("log.cleanup.policy"))
+    node = _describe(broker, ResourceType.BROKER, NODE)
+    assert (node["message.max.bytes"].value, node["message.max.bytes"].source) == (
+        "1048588", ConfigSource.DEFAULT_CONFIG.value,
+    )  # fmt: skip
+    assert _describe_default(broker) == {}
+
+
+def test_errors_and_validate_only(broker: BrokerProcess) -> None:
+    err = _broker_error(broker, NODE, _set("log.dirs", "/tmp/elsewhere"))
+    assert err.code() == KafkaError.INVALID_REQUEST
+    assert "Cannot update these configs dynamically: Set(log.dirs)" in err.str()
+    err = _broker_error(broker, NODE, _set("log.retention.ms", "soon"))
+    assert err.code() == KafkaError.INVALID_REQUEST
+    assert "Invalid value soon for configuration log.retention.ms" in err.str()
+    append = ConfigEntry("message.max.bytes", "1", incremental_operation=AlterConfigOpType.APPEND)
+    assert _broker_error(broker, NODE, append).code() == KafkaError.INVALID_CONFIG
+    code, _message = _wire_incremental(broker, "", [("log.retention.ms", SET, "0")])
+    assert code == KafkaError.INVALID_REQUEST
+    assert _wire_incremental(broker, "7", [("log.retention.ms", SET, "5000")]) == (
+        KafkaError.INVALID_REQUEST, "Unexpected broker id, expected 1, but received 7",
+    )  # fmt: skip
+    _incremental(broker, NODE, _set("message.max.bytes", "12345"), validate=True)
+    assert _wire_incremental(broker, "", [("message.max.bytes", SET, "12345")], True) == (0, None)
+    mmb = _describe(broker, ResourceType.BROKER, NODE)["message.max.bytes"]
+    assert (mmb.value, mmb.source) == ("1048588", ConfigSource.DEFAULT_CONFIG.value)
+    # kafka-python: legacy AlterConfigs (the whole set of the node's resource)
+    admin = kafka.admin.KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        mine = kafka.admin.ConfigResource("BROKER", NODE, configs={"log.retention.ms": "5000"})
+        admin.alter_configs([mine], raise_on_unknown=False, incremental=False)
+        ro = kafka.admin.ConfigResource("BROKER", NODE, configs={"node.id": "3"})
+        result = admin.alter_configs([ro], raise_on_unknown=False, incremental=False)
+        assert "InvalidRequest" in repr(result)
+    finally:
+        admin.close()
+    entry = _describe(broker, ResourceType.BROKER, NODE)["log.retention.ms"]
+    assert (entry.value, entry.source) == ("5000", ConfigSource.DYNAMIC_BROKER_CONFIG.value)
+
+
+def test_lowered_message_max_bytes_refuses_larger_batches(broker: BrokerProcess) -> None:
+    topic = _topic(broker, "dyn-mmb")
+    _incremental(broker, "", _set("message.max.bytes", "2000"))
+    p = confluent_kafka.Producer(
+        {"bootstrap.servers": broker.bootstrap, "linger.ms": 0, "compression.type": "none",
+         "message.max.bytes": 100_000, "retries": 0}
+    )  # fmt: skip
+    errors: list[KafkaError] = []
+    p.produce(topic, value=b"x" * 10_000, on_delivery=lambda e, _m: errors.append(e))
+    assert p.flush(DEADLINE_S) == 0
+    p.produce(topic, value=b"small", on_delivery=lambda e, _m: errors.append(e))
+    assert p.flush(DEADLINE_S) == 0
+    codes = [e.code() if e is not None else None for e in errors]
+    assert codes == [KafkaError.MSG_SIZE_TOO_LARGE, None]
