@@ -54,7 +54,11 @@ class Broker:
         self.config = config
         self.store = store
         self.logs = LogManager.open(store)
-        self.writer = GroupCommitWriter(store, max_group_bytes=config.group_commit_max_bytes)
+        self.writer = GroupCommitWriter(
+            store,
+            max_group_bytes=config.group_commit_max_bytes,
+            max_queued_bytes=config.queued_max_request_bytes,
+        )
         self.node_id = config.node_id
         self.served = registry.served_versions()
         self.advertised: Listener = config.advertised_listeners[0]

@@ -510,6 +510,10 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
     _b("socket.request.max.bytes", "INT", "104857600", "applies",
        "Largest request frame accepted; a larger length prefix closes the connection.",
        _at_least(1)),
+    _b("queued.max.request.bytes", "LONG", "-1", "applies",
+       "Bytes of produced record batches that may wait for the group-commit writer before the "
+       "broker stops reading requests from its connections (TCP pushes back on producers); -1 "
+       "for no bound.", _at_least(-1)),
     _b("socket.listen.backlog.size", "INT", "50", "stored",
        "Backlog of pending connections per listening socket.", _at_least(1)),
     _b("connections.max.idle.ms", "LONG", "600000", "stored",
@@ -1062,6 +1066,10 @@ class BrokerConfig:
         """log.retention.ms, else log.retention.minutes, else log.retention.hours, in ms;
         -1 (unlimited) for any negative value."""
         return _resolve_retention_ms(self)[0]
+
+    @property
+    def queued_max_request_bytes(self) -> int:
+        return self.get_int("queued.max.request.bytes")
 
     @property
     def log_retention_bytes(self) -> int:

@@ -67,17 +67,37 @@ gave the same throughput."""
 
 class GroupCommitWriter:
     def __init__(
-        self, store: KVStore, max_group: int = 10_000, max_group_bytes: int = MAX_GROUP_BYTES
+        self,
+        store: KVStore,
+        max_group: int = 10_000,
+        max_group_bytes: int = MAX_GROUP_BYTES,
+        max_queued_bytes: int = -1,
     ) -> None:
         self.store = store
         self.max_group = max_group
         self.max_group_bytes = max_group_bytes
         self._pending: list[Operation[Any]] = []
         self._wakeup = trio.Event()
+        self.max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0
+        """Bytes of submitted operations whose group has not finished yet."""
+        self._room = trio.Event()
         self.commits = 0
         self.operations = 0
 
+    async def wait_for_room(self) -> None:
+        """Return once no more than ``max_queued_bytes`` wait for a commit (-1: at once).
+
+        Connections call it before reading more requests, so producers that outrun the disk are
+        held back by TCP instead of by the broker's memory (queued.max.request.bytes). An
+        operation is never refused for its size here: one larger than the bound is taken and
+        the next read waits until it committed.
+        """
+        while 0 <= self.max_queued_bytes < self.queued_bytes:
+            await self._room.wait()
+
     def submit(self, op: Operation[T]) -> Operation[T]:
+        self.queued_bytes += op.size
         self._pending.append(op)
         self._wakeup.set()
         return op
@@ -91,7 +111,12 @@ class GroupCommitWriter:
                 count = self._group_length()
                 group = self._pending[:count]
                 del self._pending[:count]
-                await self._commit(group)
+                try:
+                    await self._commit(group)
+                finally:
+                    self.queued_bytes -= sum(op.size for op in group)
+                    self._room.set()
+                    self._room = trio.Event()
 
     def _group_length(self) -> int:
         """How many pending operations the next group takes (at least one)."""

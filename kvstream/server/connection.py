@@ -8,6 +8,8 @@ Kafka clients pipeline requests and match responses by order, so each request ta
 a bounded queue as it is read; the sender task sends slots in that order as they complete.
 Garbage, an oversized length prefix, a frame that does not decode, or an unknown API key closes
 this connection only; an unknown ApiVersions version gets the v0-layout answer (KIP-511).
+Before each read the loop waits while the group-commit writer holds more than
+queued.max.request.bytes of uncommitted writes, so a fast producer is slowed by TCP.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class Connection:
         deadline = math.inf  # set while a frame is partially received
         while True:
             received = 0
+            await self.broker.writer.wait_for_room()
             target = self.frames.receive_buffer()
             try:
                 with trio.move_on_at(deadline):

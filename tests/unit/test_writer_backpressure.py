@@ -1,0 +1,112 @@
+"""queued.max.request.bytes in the group-commit writer: reads wait while too many submitted
+bytes wait for their commit, and resume when the commit that holds them finished."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+import trio.testing
+
+from kvstream.log.txn import StagedWrites
+from kvstream.log.writer import GroupCommitWriter, Operation
+from kvstream.storage.base import WriteTxn
+from kvstream.storage.open import open_store
+
+T = TypeVar("T")
+
+
+class GatedStore:
+    """A memory store whose commits wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.inner = open_store(None, "memory")
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def transact(self, fn: Callable[[WriteTxn], T]) -> T:
+        self.entered.set()
+        assert self.gate.wait(30), "test never opened the gate"
+        return self.inner.transact(fn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def op(key: bytes, size: int) -> Operation[None]:
+    def stage(staged: StagedWrites) -> None:
+        staged.put(key, b"v")
+
+    return Operation(stage, lambda _: None, size=size)
+
+
+async def test_reads_wait_while_too_much_is_queued_and_resume_after_the_commit() -> None:
+    store = GatedStore()
+    writer = GroupCommitWriter(store, max_queued_bytes=15)  # type: ignore[arg-type]
+    resumed: list[int] = []
+    went_on = trio.Event()
+
+    async def reader(n: int) -> None:
+        await writer.wait_for_room()
+        resumed.append(n)
+        went_on.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        first = writer.submit(op(b"a", 10))
+        await trio.to_thread.run_sync(store.entered.wait, 30)  # "a" is being committed
+        second = writer.submit(op(b"b", 10))  # waits for the next group
+        assert writer.queued_bytes == 20
+        nursery.start_soon(reader, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert resumed == []  # 20 queued > 15: the reader must not go on
+        store.gate.set()
+        await first.wait()
+        await second.wait()
+        with trio.fail_after(30):
+            await went_on.wait()
+        assert resumed == [1]
+        assert writer.queued_bytes == 0
+        await writer.wait_for_room()  # nothing queued: returns at once
+        nursery.cancel_scope.cancel()
+
+
+async def test_one_operation_larger_than_the_bound_is_taken() -> None:
+    store = GatedStore()
+    store.gate.set()
+    writer = GroupCommitWriter(store, max_queued_bytes=5)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await writer.wait_for_room()
+        big = writer.submit(op(b"big", 100))
+        with trio.fail_after(30):
+            await writer.wait_for_room()  # returns once the big one committed
+        assert big.done.is_set()
+        assert writer.queued_bytes == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_no_bound_by_default_and_refused_operations_free_their_bytes() -> None:
+    store = GatedStore()
+    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+    assert writer.max_queued_bytes == -1
+
+    def refuse(_staged: StagedWrites) -> None:
+        raise ValueError("refused")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        held = writer.submit(op(b"a", 10))
+        await trio.to_thread.run_sync(store.entered.wait, 30)
+        refused = writer.submit(Operation(refuse, lambda _: None, size=1 << 30))
+        with trio.fail_after(30):
+            await writer.wait_for_room()  # -1: never waits, however much is queued
+        store.gate.set()
+        await held.wait()
+        with trio.fail_after(30):
+            await refused.done.wait()
+        assert isinstance(refused.error, ValueError)
+        assert writer.queued_bytes == 0
+        nursery.cancel_scope.cancel()
