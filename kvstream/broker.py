@@ -219,7 +219,10 @@ def open_broker(config: BrokerConfig) -> Broker:
     if engine != "memory":
         data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(
-        None if engine == "memory" else data_dir, engine, map_size=config.storage_map_size
+        None if engine == "memory" else data_dir,
+        engine,
+        map_size=config.storage_map_size,
+        warm_ahead_max=config.storage_warm_ahead_bytes,
     )
     try:
         return Broker(config, store)

@@ -659,6 +659,12 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
        "kvstream: initial LMDB map size in bytes (grown automatically when full; not used by "
        "`leveldb`).",
        _at_least(1 << 20)),
+    _b("storage.lmdb.warm.ahead.bytes", "LONG", str(64 << 20), "applies",
+       "kvstream: while the LMDB file grows, keep up to this many bytes past its data allocated "
+       "and in the page cache, prepared by a background thread, so commits overwrite cached "
+       "pages instead of allocating them (docs/performance.md, \"Page cache ahead of the "
+       "writer\"); 0 turns it off. Not used by `leveldb`.",
+       _at_least(0)),
     _b("storage.group.commit.max.bytes", "LONG", str(16 << 20), "applies",
        "kvstream: a group commit closes once its writes carry this many bytes (the write that "
        "crosses the bound included): bounds the memory a commit holds and spreads "
@@ -1062,14 +1068,18 @@ class BrokerConfig:
         return self.get_int("socket.request.max.bytes")
 
     @property
-    def log_retention_ms(self) -> int:
-        """log.retention.ms, else log.retention.minutes, else log.retention.hours, in ms;
-        -1 (unlimited) for any negative value."""
-        return _resolve_retention_ms(self)[0]
+    def storage_warm_ahead_bytes(self) -> int:
+        return self.get_int("storage.lmdb.warm.ahead.bytes")
 
     @property
     def queued_max_request_bytes(self) -> int:
         return self.get_int("queued.max.request.bytes")
+
+    @property
+    def log_retention_ms(self) -> int:
+        """log.retention.ms, else log.retention.minutes, else log.retention.hours, in ms;
+        -1 (unlimited) for any negative value."""
+        return _resolve_retention_ms(self)[0]
 
     @property
     def log_retention_bytes(self) -> int:

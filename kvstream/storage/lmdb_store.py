@@ -29,6 +29,13 @@ LMDB rules kept here (docs/design-brief.md, "LMDB rules"):
   for seconds to minutes (measured with three reader threads: 13 s, and over 60 s). Commit has
   no such wait.
 - A reopened environment keeps the larger of ``map_size`` and the size it had grown to.
+- Warm-ahead (``warm_ahead_max``, off with 0): while the file grows, a thread extends
+  ``data.mdb`` past LMDB's last page (``posix_fallocate``) and has the kernel read that zeroed
+  stretch into the page cache (``POSIX_FADV_WILLNEED``), so the commit's ``writev`` overwrites
+  page-cache pages that already exist instead of having the kernel allocate them under the
+  commit (``_WarmAhead``). LMDB ignores bytes past its last page; the stretch is at most twice
+  the last commit's growth, and nothing is added while the file does not grow (freed pages
+  are reused first).
 """
 
 from __future__ import annotations
@@ -324,6 +331,88 @@ class _LmdbWriteTxn(_LmdbReadTxn):
             raise self._failed(exc, "delete_range") from exc
 
 
+WARM_AHEAD_CHUNK: Final = 1 << 20
+
+
+class _WarmAhead:
+    """Keeps page-cache pages ready past the end of LMDB's data, off the committing thread.
+
+    Measured cause (docs/performance.md, "Page cache ahead of the writer"): with the file
+    growing, most of a commit's time went to ``writev`` copying into page-cache pages the kernel
+    had to allocate first (``perf``: copy_folio_from_iter_atomic); overwriting pages already in
+    the cache is an order of magnitude cheaper. After each commit that grew the data, this
+    thread allocates the next stretch (twice that growth, at most ``limit`` bytes) and asks for
+    readahead over it, which puts zero-filled clean pages into the cache for the next commits
+    to overwrite.
+    Advisory only: any OSError (no fallocate support, disk full) stops it quietly for good.
+    """
+
+    def __init__(self, data_file: str, limit: int) -> None:
+        self._fd = os.open(data_file, os.O_RDWR | os.O_CLOEXEC)
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._used = 0  # LMDB's data end (bytes) after the last commit seen
+        self._target = 0
+        self._ready = os.fstat(self._fd).st_size  # cached up to here (or the file's end)
+        self._closed = False
+        self.prepared = 0
+        """Bytes this thread has read into the cache (for tests and stats)."""
+        self._thread = threading.Thread(target=self._run, name="lmdb-warm-ahead", daemon=True)
+        self._thread.start()
+
+    def after_commit(self, used: int) -> None:
+        """Called by the committing thread with LMDB's data end after its commit."""
+        with self._cond:
+            grown = used - self._used if self._used else 0
+            self._used = used
+            if grown <= 0:
+                return
+            target = used + min(self._limit, 2 * grown)
+            if target > self._target:
+                self._target = target
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and self._target <= self._ready:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                start, end = max(self._ready, self._used), self._target
+            try:
+                size = os.fstat(self._fd).st_size
+                if end > size:
+                    os.posix_fallocate(self._fd, size, end - size)
+                for offset in range(start, end, WARM_AHEAD_CHUNK):
+                    # Readahead of a fallocated (unwritten) stretch: zero-filled page-cache
+                    # pages, no disk read and no copy to user space (1 MiB at a time: the
+                    # kernel caps one call at the device's readahead window).
+                    os.posix_fadvise(self._fd, offset, WARM_AHEAD_CHUNK, os.POSIX_FADV_WILLNEED)
+                    self.prepared += WARM_AHEAD_CHUNK
+            except OSError as exc:
+                log.info("lmdb warm-ahead stopped: %s", exc)
+                with self._cond:
+                    self._closed = True
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._ready = max(self._ready, end)
+                self._cond.notify_all()
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until the stretch asked for is ready or the thread stopped (for tests)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed or self._ready >= self._target, timeout)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        os.close(self._fd)
+
+
 class LmdbStore:
     """The ``KVStore`` contract over one LMDB environment in directory ``path``."""
 
@@ -338,6 +427,7 @@ class LmdbStore:
         sync: bool = True,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         max_readers: int = DEFAULT_MAX_READERS,
+        warm_ahead_max: int = 0,
     ) -> None:
         self._path = os.fspath(path)
         self._max_map_size = max(max_map_size, map_size)
@@ -377,6 +467,12 @@ class LmdbStore:
             raise _storage_error(exc, f"open {self._path!r}") from exc
         if stale:
             log.warning("lmdb %s: cleared %d stale reader slot(s)", self._path, stale)
+        self._page_size = int(env.stat()["psize"])
+        self._warm_ahead = (
+            _WarmAhead(os.path.join(self._path, "data.mdb"), warm_ahead_max)
+            if warm_ahead_max > 0 and not readonly
+            else None
+        )
 
     def _live_env(self) -> lmdb.Environment:
         if self._env is None:
@@ -492,6 +588,9 @@ class LmdbStore:
             raise _MapFull("map full") from None
         except lmdb.Error as exc:
             raise _storage_error(exc, "commit") from exc
+        if self._warm_ahead is not None:
+            with contextlib.suppress(lmdb.Error):
+                self._warm_ahead.after_commit((env.info()["last_pgno"] + 1) * self._page_size)
         return result
 
     def _abort(self, txn: lmdb.Transaction[bytes], *, grow: bool) -> None:
@@ -569,6 +668,8 @@ class LmdbStore:
             raise StorageError("close() called inside transact() on the same store")
         with self._write_lock:
             self._env = None
+            if self._warm_ahead is not None:
+                self._warm_ahead.close()
             try:
                 with self._gate.exclusive(CLOSE_WAIT_SECONDS):
                     env.close()

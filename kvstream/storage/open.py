@@ -53,6 +53,7 @@ def open_store(
     readonly: bool = False,
     map_size: int = 1 << 30,
     sync: bool = True,
+    warm_ahead_max: int = 0,
 ) -> KVStore:
     """Open the store of ``engine`` in directory ``path``.
 
@@ -60,11 +61,12 @@ def open_store(
     persists). ``engine="lmdb"`` and ``engine="leveldb"`` need ``path`` (the data dir, created
     unless ``readonly``); ``sync=True`` makes every ``transact`` durable (fsync) before it
     returns. LMDB: ``map_size`` is the initial map (it grows on demand); ``readonly=True`` opens
-    for inspection beside a running writer. LevelDB: ``map_size`` is not used; ``readonly=True``
-    refuses writes but still needs the store's exclusive lock (``StoreLockedError`` while a
-    broker runs). Raises ``ValueError`` for an unknown engine or a missing path,
-    ``EngineMismatchError`` when ``path`` holds the other persistent engine's store, and
-    ``StorageError`` when the backend cannot open.
+    for inspection beside a running writer; ``warm_ahead_max`` > 0 keeps up to that many bytes
+    of page cache ready past the end of the data (``LmdbStore``). LevelDB: ``map_size`` is not
+    used; ``readonly=True`` refuses writes but still needs the store's exclusive lock
+    (``StoreLockedError`` while a broker runs). Raises ``ValueError`` for an unknown engine or
+    a missing path, ``EngineMismatchError`` when ``path`` holds the other persistent engine's
+    store, and ``StorageError`` when the backend cannot open.
     """
     if engine == "memory":
         from kvstream.storage.memory import MemoryStore
@@ -78,7 +80,9 @@ def open_store(
     if engine == "lmdb":
         from kvstream.storage.lmdb_store import LmdbStore
 
-        return LmdbStore(path, readonly=readonly, map_size=map_size, sync=sync)
+        return LmdbStore(
+            path, readonly=readonly, map_size=map_size, sync=sync, warm_ahead_max=warm_ahead_max
+        )
     from kvstream.storage.leveldb_store import LevelDBStore
 
     return LevelDBStore(path, readonly=readonly, sync=sync)
