@@ -1,11 +1,13 @@
-"""DescribeLogDirs (API key 35), versions 1-4.
+"""DescribeLogDirs (API key 35), versions 0-4.
 
 Behaviour: one log dir, the broker's data directory (log.dirs; "memory" for the memory engine),
 listing every requested partition (topics null: all) with its size in bytes, the sum of its
 stored batches from the batch index (what retention.bytes counts), offset_lag 0 (one replica)
 and is_future_key false. From v4 total_bytes/usable_bytes of the volume holding the directory
-(-1 for the memory engine). Unknown topics and partitions are left out, as Kafka does.
-Not implemented: v0 (kio has no schema for it); AlterReplicaLogDirs (one directory only).
+(-1 for the memory engine). Unknown topics and partitions are left out, as Kafka does. v0 has
+v1's layout; kio has no schema for it, so the codec reads and writes it with its own
+(codec.OWN_SCHEMAS) and this handler sees v1's classes.
+Not implemented: AlterReplicaLogDirs (one directory only).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _volume(engine: str, log_dir: str) -> tuple[str, int, int]:
     return path, usage.total, usage.free
 
 
-@handles(35, versions=(1, 4))
+@handles(35, versions=(0, 4))
 async def describe_log_dirs(ctx: RequestContext, req: Any) -> Any:
     broker = ctx.broker
     logs = broker.logs

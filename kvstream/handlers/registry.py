@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from kio.index import load_payload_module
 from kio.static.constants import EntityType
 
-from kvstream.protocol.codec import RequestHeader, build
+from kvstream.protocol.codec import RequestHeader, build, model_version
 
 if TYPE_CHECKING:
     from kvstream.broker import Broker
@@ -83,7 +83,8 @@ def advertised_versions() -> list[tuple[int, int, int]]:
 
 @cache
 def _response_module(api_key: int, version: int) -> ModuleType:
-    return load_payload_module(api_key, version, EntityType.response)
+    # A version kio lacks (codec.OWN_SCHEMAS) is built from its model version's classes.
+    return load_payload_module(api_key, model_version(api_key, version), EntityType.response)
 
 
 @dataclass(slots=True)

@@ -6,6 +6,11 @@ header v0/v1 as a list of chunks for one scatter/gather write, and the ApiVersio
 (an unknown ApiVersions version is answered in the v0 layout; its response header never has
 tagged fields).
 
+Versions kio has no schema for are served through OWN_SCHEMAS: a hand-written body reader and
+writer per (API key, version), whose requests decode into (and responses are built from) the
+kio classes of a *model* version with the same fields, so a handler serves them like any other
+version. DescribeLogDirs v0 (KIP-113; kafka-python 2.x's describe_log_dirs sends it) is one.
+
 MUST NOT KNOW: sockets, trio, storage, or what any API does. Like h11, it turns bytes into
 events and responses into bytes; the server decides what to do with them.
 
@@ -17,13 +22,15 @@ error code where the protocol allows it.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from functools import cache
 from typing import Any, Final
 
-from kio.index import load_request_schema, load_response_schema
+from kio.index import load_payload_module, load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
+from kio.static.constants import EntityType
 
 from kvstream.protocol.tagged import check_layout, strip_unknown_tagged_fields
 
@@ -146,6 +153,149 @@ def request_type(api_key: int, version: int) -> type[Any]:
     return _request_codec(api_key, version)[2]
 
 
+# --------------------------------------------------------------------------------------------
+# Versions kio lacks: our own schemas
+
+
+class _Cursor:
+    """Reads big-endian primitives from a request body; truncated or impossible input (a length
+    or count larger than the bytes left) is a ProtocolError, checked before any allocation."""
+
+    __slots__ = ("pos", "view")
+
+    def __init__(self, view: memoryview, pos: int) -> None:
+        self.view = view
+        self.pos = pos
+
+    def _take(self, fmt: struct.Struct) -> Any:
+        if self.pos + fmt.size > len(self.view):
+            raise ProtocolError("request body truncated")
+        (value,) = fmt.unpack_from(self.view, self.pos)
+        self.pos += fmt.size
+        return value
+
+    def int16(self) -> int:
+        return int(self._take(_I16))
+
+    def int32(self) -> int:
+        return int(self._take(_I32))
+
+    def string(self) -> str:
+        length = self.int16()
+        if length < 0 or self.pos + length > len(self.view):
+            raise ProtocolError(f"string of length {length} does not fit the request")
+        raw = bytes(self.view[self.pos : self.pos + length])
+        self.pos += length
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"string is not UTF-8: {exc}") from None
+
+    def count(self, min_item_size: int, nullable: bool = False) -> int | None:
+        """An array length: None for a null array (-1) where allowed."""
+        n = self.int32()
+        if n == -1 and nullable:
+            return None
+        if n < 0 or n * min_item_size > len(self.view) - self.pos:
+            raise ProtocolError(f"array of {n} items does not fit the request")
+        return n
+
+
+_I16: Final = struct.Struct(">h")
+_I32: Final = struct.Struct(">i")
+_I64: Final = struct.Struct(">q")
+_BOOL: Final = struct.Struct(">?")
+
+
+def _write_string(out: ChunkWriter, text: str) -> None:
+    raw = text.encode()
+    out.write(_I16.pack(len(raw)) + raw)
+
+
+def _ms(value: Any) -> int:
+    return int(value.total_seconds() * 1000) if isinstance(value, timedelta) else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnSchema:
+    """How to read one request version and write its response without kio.
+
+    ``model_version``: the version kio has whose classes carry the same fields (requests are
+    decoded into them, handlers build responses from them). ``read_body(cursor, module)``
+    returns the request built with the model's request module; ``write_body(out, response)``
+    writes a model response object in this version's layout."""
+
+    model_version: int
+    read_body: Callable[[_Cursor, Any], Any]
+    write_body: Callable[[ChunkWriter, Any], None]
+
+
+def _read_describe_log_dirs_v0(cur: _Cursor, m: Any) -> Any:
+    # DescribeLogDirsRequest v0: Topics ([]DescribableLogDirTopic, nullable):
+    #   Topic (string), Partitions ([]int32)
+    n = cur.count(2 + 4, nullable=True)
+    if n is None:
+        return m.DescribeLogDirsRequest(topics=None)
+    topics = []
+    for _ in range(n):
+        name = cur.string()
+        count = cur.count(4)
+        assert count is not None
+        partitions = tuple(cur.int32() for _ in range(count))
+        topics.append(m.DescribableLogDirTopic(topic=name, partitions=partitions))
+    return m.DescribeLogDirsRequest(topics=tuple(topics))
+
+
+def _write_describe_log_dirs_v0(out: ChunkWriter, response: Any) -> None:
+    # DescribeLogDirsResponse v0: ThrottleTimeMs int32, Results []: ErrorCode int16, LogDir
+    # string, Topics []: Name string, Partitions []: PartitionIndex int32, PartitionSize int64,
+    # OffsetLag int64, IsFutureKey bool
+    out.write(_I32.pack(_ms(response.throttle_time)) + _I32.pack(len(response.results)))
+    for result in response.results:
+        out.write(_I16.pack(int(result.error_code)))
+        _write_string(out, result.log_dir)
+        out.write(_I32.pack(len(result.topics)))
+        for topic in result.topics:
+            _write_string(out, topic.name)
+            out.write(_I32.pack(len(topic.partitions)))
+            for p in topic.partitions:
+                out.write(
+                    _I32.pack(p.partition_index)
+                    + _I64.pack(p.partition_size)
+                    + _I64.pack(p.offset_lag)
+                    + _BOOL.pack(bool(p.is_future_key))
+                )
+
+
+OWN_SCHEMAS: Final[dict[tuple[int, int], OwnSchema]] = {
+    # Kafka's DescribeLogDirsRequest.json: "Version 1 is the same as version 0."
+    (35, 0): OwnSchema(1, _read_describe_log_dirs_v0, _write_describe_log_dirs_v0),
+}
+
+
+def model_version(api_key: int, version: int) -> int:
+    """The kio version whose classes stand for (api_key, version): itself, unless one of
+    OWN_SCHEMAS serves it."""
+    own = OWN_SCHEMAS.get((api_key, version))
+    return version if own is None else own.model_version
+
+
+def _decode_own(
+    own: OwnSchema, frame: bytes | memoryview, api_key: int, version: int, correlation_id: int
+) -> tuple[RequestHeader, Any]:
+    view = memoryview(frame).toreadonly()
+    read_header, _read_body, model_cls = _request_codec(api_key, own.model_version)
+    header_type = model_cls.__header_schema__
+    try:
+        check_layout(view, header_type)
+        header, header_size = read_header(view, 0)
+    except Exception as exc:
+        raise ProtocolError(f"cannot decode API {api_key} v{version} header: {exc!r}") from exc
+    module = load_payload_module(api_key, own.model_version, EntityType.request)
+    body = own.read_body(_Cursor(view, header_size), module)
+    return RequestHeader(api_key, version, correlation_id, header.client_id), body
+
+
 def decode_request(
     frame: bytes | memoryview, served: dict[int, tuple[int, int]]
 ) -> tuple[RequestHeader, Any]:
@@ -162,6 +312,9 @@ def decode_request(
         raise UnsupportedRequest(
             api_key, version, correlation_id, f"API {api_key} version {version} not served"
         )
+    own = OWN_SCHEMAS.get((api_key, version))
+    if own is not None:
+        return _decode_own(own, frame, api_key, version, correlation_id)
     try:
         read_header, read_body, _ = _request_codec(api_key, version)
     except Exception as exc:  # kio has no schema for this version (e.g. Produce v0-2)
@@ -262,12 +415,18 @@ def encode_response(
     api_key: int, version: int, correlation_id: int, response: Any
 ) -> list[bytes | bytearray | memoryview]:
     """Encode a response with its header and size prefix as chunks for one vectored write."""
-    response_cls, write_header, write_body = _response_codec(api_key, version)
+    own = OWN_SCHEMAS.get((api_key, version))
+    response_cls, write_header, write_body = _response_codec(
+        api_key, version if own is None else own.model_version
+    )
     out = ChunkWriter()
     out.write(b"\0\0\0\0")  # size placeholder, patched below
     header_cls = response_cls.__header_schema__
     write_header(out, header_cls(correlation_id=correlation_id))
-    write_body(out, response)
+    if own is None:
+        write_body(out, response)
+    else:
+        own.write_body(out, response)
     chunks = out.chunks()
     first = chunks[0]
     assert isinstance(first, bytearray)
