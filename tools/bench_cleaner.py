@@ -63,11 +63,14 @@ def free_port() -> int:
         return port
 
 
-def start_broker(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_broker(
+    data_dir: Path, port: int, log_path: Path, engine: str = "lmdb"
+) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "kvstream", "serve"]
     for item in (
         f"listeners=PLAINTEXT://127.0.0.1:{port}",
         f"log.dirs={data_dir}",
+        f"storage.engine={engine}",
         "log.cleaner.backoff.ms=200",
         f"storage.lmdb.map.size={4 << 30}",
     ):
@@ -270,6 +273,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
+        "--engine",
+        choices=("lmdb", "leveldb"),
+        default="lmdb",
+        help="storage.engine (LevelDB cleans in worker threads: its lock keeps others out)",
+    )
+    ap.add_argument(
         "--spin",
         action="store_true",
         help="poll for delivery reports in a busy loop (the tool's method before 2026-11-25)",
@@ -279,7 +288,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-cleaner-"))
     port = free_port()
     log_path = tmp / "broker.log"
-    proc = start_broker(tmp / "data", port, log_path)
+    proc = start_broker(tmp / "data", port, log_path, args.engine)
     bootstrap = f"127.0.0.1:{port}"
     ok = False
     try:
