@@ -49,8 +49,9 @@ failed check, a client error or a deadline is reported as an ``error`` field in 
 JSON line and the run goes on with the next scenario. Every line names the kvstream storage
 engine (``engine``; null on Tansu's lines). One JSON line per measurement goes to
 stdout (and is appended to ``--out``); progress goes to stderr. ``--rounds N`` runs the brokers in
-turn N times (a fresh process each time), so that a burst of load from elsewhere on the machine
-hits both. After all rounds, ratio lines compare the medians: kvstream/tansu for throughput,
+turn N times (a fresh process each time, the order reversed every other round: use an even N
+for a balanced order), so that a burst of load from elsewhere on the machine hits both. After
+all rounds, ratio lines compare the medians: kvstream/tansu for throughput,
 tansu_p99/kvstream_p99 (and p50) for latency, so above 1.0 means kvstream is better in both;
 kvstream/tansu for RSS too (there below 1.0 is better). The exit status is 1 if any measurement
 failed.
@@ -1358,7 +1359,10 @@ def main(argv: list[str] | None = None) -> int:
     scale = 10 if args.quick else 1
     for round_no in range(1, args.rounds + 1):
         run.round = round_no
-        for kind in brokers:
+        # Every other round runs the brokers in reverse order: the first broker of a run on a
+        # freshly booted (or long idle) VM pays for touching guest memory the host has not
+        # backed yet, in the client as much as in the broker (seen as a slow first round).
+        for kind in brokers if round_no % 2 else brokers[::-1]:
             bench_broker(run, kind, scale, selected)
     emit_ratios(run)
     failed = [r for r in run.rows if "error" in r]
