@@ -30,8 +30,8 @@ LMDB rules kept here (docs/design-brief.md, "LMDB rules"):
   no such wait.
 - A reopened environment keeps the larger of ``map_size`` and the size it had grown to.
 - Warm-ahead (``warm_ahead_max``, off with 0): while the file grows, a thread extends
-  ``data.mdb`` past LMDB's last page (``posix_fallocate``) and has the kernel read that zeroed
-  stretch into the page cache (``POSIX_FADV_WILLNEED``), so the commit's ``writev`` overwrites
+  ``data.mdb`` past LMDB's last page (``posix_fallocate``) and reads that zeroed stretch into
+  the page cache (``sendfile`` to /dev/null), so the commit's ``writev`` overwrites
   page-cache pages that already exist instead of having the kernel allocate them under the
   commit (``_WarmAhead``). LMDB ignores bytes past its last page; the stretch is at most twice
   the last commit's growth, and nothing is added while the file does not grow (freed pages
@@ -331,9 +331,6 @@ class _LmdbWriteTxn(_LmdbReadTxn):
             raise self._failed(exc, "delete_range") from exc
 
 
-WARM_AHEAD_CHUNK: Final = 1 << 20
-
-
 class _WarmAhead:
     """Keeps page-cache pages ready past the end of LMDB's data, off the committing thread.
 
@@ -341,14 +338,15 @@ class _WarmAhead:
     growing, most of a commit's time went to ``writev`` copying into page-cache pages the kernel
     had to allocate first (``perf``: copy_folio_from_iter_atomic); overwriting pages already in
     the cache is an order of magnitude cheaper. After each commit that grew the data, this
-    thread allocates the next stretch (twice that growth, at most ``limit`` bytes) and asks for
-    readahead over it, which puts zero-filled clean pages into the cache for the next commits
-    to overwrite.
+    thread allocates the next stretch (twice that growth, at most ``limit`` bytes) and reads it
+    (``sendfile`` to /dev/null), which puts zero-filled clean pages into the cache for the next
+    commits to overwrite.
     Advisory only: any OSError (no fallocate support, disk full) stops it quietly for good.
     """
 
     def __init__(self, data_file: str, limit: int) -> None:
         self._fd = os.open(data_file, os.O_RDWR | os.O_CLOEXEC)
+        self._null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self._limit = limit
         self._cond = threading.Condition()
         self._used = 0  # LMDB's data end (bytes) after the last commit seen
@@ -384,12 +382,16 @@ class _WarmAhead:
                 size = os.fstat(self._fd).st_size
                 if end > size:
                     os.posix_fallocate(self._fd, size, end - size)
-                for offset in range(start, end, WARM_AHEAD_CHUNK):
-                    # Readahead of a fallocated (unwritten) stretch: zero-filled page-cache
-                    # pages, no disk read and no copy to user space (1 MiB at a time: the
-                    # kernel caps one call at the device's readahead window).
-                    os.posix_fadvise(self._fd, offset, WARM_AHEAD_CHUNK, os.POSIX_FADV_WILLNEED)
-                    self.prepared += WARM_AHEAD_CHUNK
+                # Reading a fallocated (unwritten) stretch fills page-cache pages with zeros
+                # without touching the disk. sendfile to /dev/null reads it in one call (one
+                # GIL release) and copies nothing to user space.
+                offset = start
+                while offset < end:
+                    sent = os.sendfile(self._null, self._fd, offset, end - offset)
+                    if sent <= 0:
+                        break
+                    offset += sent
+                    self.prepared += sent
             except OSError as exc:
                 log.info("lmdb warm-ahead stopped: %s", exc)
                 with self._cond:
@@ -411,6 +413,7 @@ class _WarmAhead:
             self._cond.notify_all()
         self._thread.join()
         os.close(self._fd)
+        os.close(self._null)
 
 
 class LmdbStore:
