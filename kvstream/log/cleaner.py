@@ -67,13 +67,20 @@ from kvstream.log.compaction import (
 from kvstream.log.manager import LogManager
 from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import PartitionLog
+from kvstream.log.remote_read import ReadServer, RemoteReadError, is_read_request
 from kvstream.log.writer import GroupCommitWriter
+from kvstream.storage.base import KVStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SLICE_BYTES = 1 << 20
 DEFAULT_WORKER_NICE = 19
 WORKER_CLOSE_TIMEOUT_S = 5.0
+WORKER_CALL_TIMEOUT_S = 300.0
+"""Deadline of one worker request (one slice: tens of ms when a core is free; at nice 19 on
+a saturated machine far longer). Past it the pass is abandoned and its snapshots closed."""
+MAX_MESSAGES_PER_CALL = 1 << 20
+"""Bound on the remote-read messages of one request (a 1 MiB slice needs a handful)."""
 
 # topic -> its effective configs (broker defaults overlaid with the topic's overrides)
 TopicConfigs = Callable[[TopicImage], Mapping[str, str]]
@@ -89,6 +96,7 @@ class LogCleaner:
         slice_bytes: int = DEFAULT_SLICE_BYTES,
         worker_path: str | os.PathLike[str] | None = None,
         worker_nice: int = DEFAULT_WORKER_NICE,
+        worker_process: bool = True,
     ) -> None:
         self.logs = logs
         self.writer = writer
@@ -96,6 +104,8 @@ class LogCleaner:
         self.slice_bytes = slice_bytes
         self.worker_path = None if worker_path is None else os.fspath(worker_path)
         self.worker_nice = worker_nice
+        self.worker_process = worker_process
+        """False: run the read phases in worker threads (tests, comparisons)."""
         self._lock = trio.Lock()
         self.passes = 0
 
@@ -105,7 +115,12 @@ class LogCleaner:
         """One pass over every partition of every compacted topic that needs cleaning (all of
         them with ``force``); the result maps (topic, partition) to what each pass did."""
         done: dict[tuple[str, int], PassResult] = {}
-        async with self._lock, _WorkerSlot(self.worker_path, self.worker_nice) as workers:
+        async with (
+            self._lock,
+            _WorkerSlot(
+                self.worker_path, self.worker_nice, self.logs.store, self.worker_process
+            ) as workers,
+        ):
             for topic in list(self.logs.image.topics.values()):
                 configs = self.configs(topic)
                 if not is_compacted(configs.get(CLEANUP_POLICY, "")):
@@ -209,33 +224,58 @@ class LogCleaner:
 
 
 class WorkerError(Exception):
-    """The worker process reported an error, or died, during a request."""
+    """The worker process reported an error, died, broke the protocol or missed its deadline
+    during a request."""
 
 
 _FRAME_HEAD = 4
+_ANSWERS = frozenset({"ok", "error"})
 
 
 class CleanerWorker:
-    """The cleaner's read-only worker process (LMDB): runs map_slice/clean_slice on request.
+    """The cleaner's worker process: runs map_slice/clean_slice on request.
 
     Requests and answers are ``marshal`` frames (kvstream.log.compaction.serve_worker) over the
     process's stdin/stdout, read and written by trio streams, so the event loop never blocks
     and never holds the GIL for more than the (small) encode/decode of one slice's changes.
+    With ``store`` (a worker started without a data dir) the worker reads that store through
+    this process: while a request runs, :meth:`call` answers its remote reads
+    (kvstream.log.remote_read) from snapshots opened on the event loop thread and closed before
+    it returns, whatever happens.
     """
 
-    def __init__(self, process: trio.Process) -> None:
+    def __init__(
+        self,
+        process: trio.Process,
+        store: KVStore | None = None,
+        *,
+        call_timeout: float = WORKER_CALL_TIMEOUT_S,
+        reads_in_thread: bool = False,
+    ) -> None:
         self.process = process
+        self.store = store
+        self.call_timeout = call_timeout
+        self.reads_in_thread = reads_in_thread
+        """Compute scan/get/floor answers in a worker thread instead of on the event loop."""
         self._buf = bytearray()
         self.broken = False
         """A request failed part way (the pipe may be out of step): never reuse the process."""
+        self.reads_served = 0
+        self.snapshots_opened = 0
 
     @classmethod
-    async def start(cls, path: str, nice: int = 0) -> CleanerWorker:
+    async def start(
+        cls, path: str | None, nice: int = 0, store: KVStore | None = None
+    ) -> CleanerWorker:
+        """Start a worker over the LMDB data dir ``path``, or (``path`` None) over ``store``
+        through remote reads."""
+        if path is None and store is None:
+            raise ValueError("a cleaner worker needs a data dir or a store to read for it")
         argv, env = worker_command(path, nice)
         process = await trio.lowlevel.open_process(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
-        return cls(process)
+        return cls(process, store if path is None else None)
 
     async def _receive_exactly(self, n: int) -> bytes:
         stdout = self.process.stdout
@@ -249,26 +289,68 @@ class CleanerWorker:
         del self._buf[:n]
         return data
 
-    async def call(self, *request: Any) -> Any:
-        """Send one request and return the value of its answer; raises WorkerError."""
-        if self.broken:
-            raise WorkerError("cleaner worker is out of step with its pipe")
-        self.broken = True  # until the whole answer is in (cancelled or failed: out of step)
+    async def _send(self, message: Any) -> None:
         stdin = self.process.stdin
         assert stdin is not None
-        data = marshal.dumps(request)
+        data = marshal.dumps(message)
         try:
             await stdin.send_all(len(data).to_bytes(_FRAME_HEAD, "big") + data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise WorkerError(f"cleaner worker gone: {exc!r}") from exc
+
+    async def _receive(self) -> Any:
         size = int.from_bytes(await self._receive_exactly(_FRAME_HEAD), "big")
         if size > MAX_WORKER_FRAME:
             raise WorkerError(f"cleaner worker sent a frame of {size} bytes")
-        status, value = marshal.loads(await self._receive_exactly(size))
+        data = await self._receive_exactly(size)
+        try:
+            return marshal.loads(data)
+        except (ValueError, EOFError, TypeError) as exc:
+            raise WorkerError(f"cleaner worker sent garbage: {exc!r}") from exc
+
+    async def call(self, *request: Any) -> Any:
+        """Send one request and return the value of its answer, serving the worker's remote
+        reads meanwhile; raises WorkerError (also after ``call_timeout`` seconds)."""
+        if self.broken:
+            raise WorkerError("cleaner worker is out of step with its pipe")
+        self.broken = True  # until the whole answer is in (cancelled or failed: out of step)
+        reads = None if self.store is None else ReadServer(self.store)
+        try:
+            with trio.fail_after(self.call_timeout):
+                await self._send(request)
+                value = await self._answer(reads)
+        except trio.TooSlowError as exc:
+            raise WorkerError(f"cleaner worker gave no answer in {self.call_timeout} s") from exc
+        finally:
+            if reads is not None:  # every path, cancellation included: no snapshot outlives it
+                reads.close()
+                self.snapshots_opened += reads.opened
         self.broken = False
-        if status != "ok":
-            raise WorkerError(str(value))
         return value
+
+    async def _answer(self, reads: ReadServer | None) -> Any:
+        for _ in range(MAX_MESSAGES_PER_CALL):
+            message = await self._receive()
+            if type(message) is tuple and len(message) == 2 and message[0] in _ANSWERS:
+                status, value = message
+                if status != "ok":
+                    raise WorkerError(str(value))
+                return value
+            if reads is None or not is_read_request(message):
+                raise WorkerError(f"cleaner worker sent an unexpected message: {message!r:.200}")
+            try:
+                compute = reads.handle(message)
+            except RemoteReadError as exc:
+                raise WorkerError(f"cleaner worker broke the read protocol: {exc}") from exc
+            if compute is None:  # begin / end: nothing to answer
+                continue
+            if self.reads_in_thread:
+                answer = await trio.to_thread.run_sync(compute)
+            else:
+                answer = compute()
+            self.reads_served += 1
+            await self._send(answer)
+        raise WorkerError(f"cleaner worker sent over {MAX_MESSAGES_PER_CALL} messages")
 
     async def aclose(self) -> None:
         """Close its stdin (it exits at the end of its input) and reap it; kill it if it does
@@ -289,28 +371,31 @@ class CleanerWorker:
 class _WorkerSlot:
     """One round's worker: started on the first pass that needs it, closed with the round.
 
-    Without a path (memory engine) or when the process cannot start, ``get`` returns None and
-    the read phases run in worker threads instead. A worker that failed is replaced by the
-    next ``get`` (the failed pass itself is abandoned by the caller).
+    With a path (LMDB) the worker opens that store itself; without one it reads ``store``
+    through this process. When ``enabled`` is false, or the process cannot start, ``get``
+    returns None and the read phases run in worker threads instead. A worker that failed is
+    replaced by the next ``get`` (the failed pass itself is abandoned by the caller).
     """
 
-    def __init__(self, path: str | None, nice: int) -> None:
+    def __init__(self, path: str | None, nice: int, store: KVStore, enabled: bool = True) -> None:
         self.path = path
         self.nice = nice
+        self.store = store
+        self.enabled = enabled
         self.worker: CleanerWorker | None = None
 
     async def get(self) -> CleanerWorker | None:
-        if self.path is None:
+        if not self.enabled:
             return None
         worker = self.worker
         if worker is not None and not worker.broken and worker.process.returncode is None:
             return worker
         await self.aclose()
         try:
-            self.worker = await CleanerWorker.start(self.path, self.nice)
+            self.worker = await CleanerWorker.start(self.path, self.nice, self.store)
         except OSError as exc:
             log.warning("cleaner: worker process did not start (%r): using threads", exc)
-            self.path = None
+            self.enabled = False
         return self.worker
 
     async def aclose(self) -> None:

@@ -66,12 +66,13 @@ stay responsive::
 
 The read phases can run in another process (the broker's cleaner does so on LMDB, so they
 never hold the broker's GIL): :func:`worker_main` (started with :func:`worker_command`) opens
-the store read-only and :func:`serve_worker` answers ``("pass", ...)``, ``("map", max_bytes)``
-and ``("clean", cursor, max_bytes)`` requests over a pipe, keeping the pass and its offset map
-on its side. Passes and slices cross the pipe as plain tuples (:func:`pass_to_plain`,
-:func:`slice_to_plain` and their inverses) in ``marshal`` frames (:func:`write_frame`,
-:func:`read_frame`), so the result is the same :class:`CleanSlice` that :func:`clean_slice`
-returns in process, byte for byte.
+the LMDB store read-only, or reads the parent's store through it (kvstream.log.remote_read, for
+the engines another process cannot open), and :func:`serve_worker` answers ``("pass", ...)``,
+``("map", max_bytes)`` and ``("clean", cursor, max_bytes)`` requests over a pipe, keeping the
+pass and its offset map on its side. Passes and slices cross the pipe as plain tuples
+(:func:`pass_to_plain`, :func:`slice_to_plain` and their inverses) in ``marshal`` frames
+(:func:`write_frame`, :func:`read_frame`), so the result is the same :class:`CleanSlice` that
+:func:`clean_slice` returns in process, byte for byte.
 
 :func:`compact` runs a whole pass synchronously, committing each slice with ``store.transact``
 (tests, benchmarks, offline tools).
@@ -1033,24 +1034,34 @@ _WORKER_CODE: Final = (
 _PACKAGE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def worker_command(path: str | os.PathLike[str], nice: int = 0) -> tuple[list[str], dict[str, str]]:
+_REMOTE_ARG: Final = "--remote"
+
+
+def worker_command(
+    path: str | os.PathLike[str] | None, nice: int = 0
+) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) that start the worker process of :func:`worker_main` over the LMDB
-    data directory ``path``; ``nice`` > 0 lowers its CPU priority."""
+    data directory ``path``, or (``path`` None) over the parent's store through remote reads
+    (kvstream.log.remote_read: the parent must answer them); ``nice`` > 0 lowers its CPU
+    priority."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-    return [sys.executable, "-c", _WORKER_CODE, os.fspath(path), str(nice)], env
+    where = _REMOTE_ARG if path is None else os.path.abspath(os.fspath(path))
+    return [sys.executable, "-c", _WORKER_CODE, where, str(nice)], env
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the cleaner's worker process: ``<data dir> <nice>``, requests on stdin.
+    """Entry point of the cleaner's worker process: ``<data dir>|--remote <nice>``, requests on
+    stdin.
 
-    Opens the LMDB environment read-only (LMDB registers the readers of every process in its
-    lock file, so the broker's writes and this process's snapshots never conflict). The
-    answers go to the original stdout; fd 1 is pointed at stderr so nothing else can write
-    into the pipe. It ends when its stdin does (the parent closed it, or died).
+    With a data dir it opens the LMDB environment read-only (LMDB registers the readers of
+    every process in its lock file, so the broker's writes and this process's snapshots never
+    conflict). With ``--remote`` (LevelDB holds an exclusive lock, the memory store lives in the
+    parent) its store is a :class:`~kvstream.log.remote_read.RemoteStore`: every read is a
+    request on the same pipe, answered by the parent from its own snapshots. The answers go to
+    the original stdout; fd 1 is pointed at stderr so nothing else can write into the pipe. It
+    ends when its stdin does (the parent closed it, or died).
     """
-    from kvstream.storage.open import open_store
-
     args = list(sys.argv[1:] if argv is None else argv)
     path, nice = args[0], int(args[1]) if len(args) > 1 else 0
     out = os.fdopen(os.dup(1), "wb")
@@ -1060,9 +1071,18 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice > 0:
         os.nice(nice)
-    store = open_store(path, "lmdb", readonly=True)
+    inp = sys.stdin.buffer
+    store: KVStore
+    if path == _REMOTE_ARG:
+        from kvstream.log.remote_read import RemoteStore
+
+        store = RemoteStore(lambda message: write_frame(out, message), lambda: read_frame(inp))
+    else:
+        from kvstream.storage.open import open_store
+
+        store = open_store(path, "lmdb", readonly=True)
     try:
-        serve_worker(store, sys.stdin.buffer, out)
+        serve_worker(store, inp, out)
     finally:
         store.close()
     return 0

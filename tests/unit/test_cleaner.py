@@ -41,7 +41,7 @@ NOW = 10_000_000
 COMPACT = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"}
 
 
-@pytest.fixture(params=["memory", "lmdb"])
+@pytest.fixture(params=["memory", "lmdb", "leveldb"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     yield Stores(request.param, tmp_path / "data")
 
@@ -220,23 +220,27 @@ def _lmdb_stores(tmp_path: Path) -> Stores:
     return Stores("lmdb", tmp_path / "data")
 
 
+@pytest.mark.parametrize("engine", ["lmdb", "leveldb", "memory"])
 async def test_worker_process_pass_equals_the_thread_pass(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same two rounds as the first test, once with the read phases in worker threads and
-    once in the worker process: the stored batches end up byte for byte the same."""
+    once in the worker process (LMDB: it opens the environment; LevelDB and memory: it reads
+    through the parent): the stored batches end up byte for byte the same."""
     started: list[cleaner_mod.CleanerWorker] = []
     real_start = cleaner_mod.CleanerWorker.start
 
-    async def start(path: str, nice: int = 0) -> cleaner_mod.CleanerWorker:
-        worker = await real_start(path, nice)
+    async def start(
+        path: str | None, nice: int = 0, store: KVStore | None = None
+    ) -> cleaner_mod.CleanerWorker:
+        worker = await real_start(path, nice, store)
         started.append(worker)
         return worker
 
     monkeypatch.setattr(cleaner_mod.CleanerWorker, "start", start)
     outcome: dict[bool, tuple[list[object], dict[int, bytes]]] = {}
     for use_worker in (False, True):
-        stores = Stores("lmdb", tmp_path / f"data-{use_worker}")
+        stores = Stores(engine, tmp_path / f"data-{use_worker}")
         store = stores.open()
         try:
             async with running(store) as (logs, writer):
@@ -247,7 +251,8 @@ async def test_worker_process_pass_equals_the_thread_pass(
                     writer,
                     _configs,
                     slice_bytes=200,
-                    worker_path=stores.path if use_worker else None,
+                    worker_path=stores.path if engine == "lmdb" else None,
+                    worker_process=use_worker,
                 )
                 first = (await cleaner.run_once(NOW))[("c", 0)]
                 assert first.slices > 1
@@ -264,6 +269,12 @@ async def test_worker_process_pass_equals_the_thread_pass(
     assert outcome[True] == outcome[False]
     assert len(started) == 2  # one worker per round that had a pass to run...
     assert all(w.process.returncode == 0 for w in started)  # ...closed with its round
+    remote = engine != "lmdb"
+    assert all((w.store is not None) == remote for w in started)
+    assert all((w.reads_served > 0) == remote for w in started)
+    assert all((w.snapshots_opened > 0) == remote for w in started)
+    # remote: one snapshot per map and per clean slice
+    assert started[0].snapshots_opened > first.slices or not remote
 
 
 async def test_a_worker_that_cannot_read_abandons_the_pass(tmp_path: Path) -> None:
