@@ -12,7 +12,6 @@ from typing import Final
 
 from kio.schema.errors import ErrorCode
 
-from kvstream.config import TOPIC_CONFIGS, BrokerConfig, topic_config_synonyms
 from kvstream.log.partition import AppendError
 from kvstream.protocol import records
 from kvstream.storage.base import StorageError
@@ -46,31 +45,3 @@ def error_for(exc: BaseException) -> ErrorCode:
     if isinstance(exc, StorageError):
         return ErrorCode.kafka_storage_error
     return ErrorCode.kafka_storage_error
-
-
-SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER, SOURCE_DEFAULT = 1, 4, 5
-Synonym = tuple[str, str | None, int]
-
-
-def topic_config_value(
-    broker_config: BrokerConfig, defaults: dict[str, str], overrides: dict[str, str], name: str
-) -> tuple[str | None, int, list[Synonym]]:
-    """(value, source, synonyms) of topic config `name`, the way Kafka reports them.
-
-    Synonyms run from highest priority down: the topic override (DYNAMIC_TOPIC_CONFIG), each
-    broker key from server.properties that supplies it (STATIC_BROKER_CONFIG), then the default
-    (DEFAULT_CONFIG, named after the first broker synonym, as Kafka's DescribeConfigs does).
-    """
-    definition = TOPIC_CONFIGS[name]
-    synonyms: list[Synonym] = []
-    if name in overrides:
-        synonyms.append((name, overrides[name], SOURCE_DYNAMIC_TOPIC))
-    broker_keys = topic_config_synonyms(name)
-    for key in broker_keys:
-        if key in broker_config.explicit:
-            synonyms.append((key, broker_config.get(key), SOURCE_STATIC_BROKER))
-    synonyms.append((broker_keys[0] if broker_keys else name, definition.default, SOURCE_DEFAULT))
-    if name in overrides:
-        return overrides[name], SOURCE_DYNAMIC_TOPIC, synonyms
-    source = synonyms[0][2]
-    return defaults.get(name, definition.default), source, synonyms

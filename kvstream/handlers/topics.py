@@ -20,8 +20,13 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kvstream.config import TOPIC_CONFIGS, ConfigError, validate_topic_config
-from kvstream.handlers._common import NO_THROTTLE, topic_config_value, topic_name_error
+from kvstream.config import (
+    TOPIC_CONFIGS,
+    ConfigError,
+    describe_topic_config,
+    validate_topic_config,
+)
+from kvstream.handlers._common import NO_THROTTLE, topic_name_error
 from kvstream.handlers.registry import RequestContext, handles
 from kvstream.log.manager import TopicExists
 
@@ -33,7 +38,9 @@ def _effective_configs(ctx: RequestContext, configs: dict[str, str]) -> tuple[An
     broker = ctx.broker
     out = []
     for name in sorted(TOPIC_CONFIGS):
-        value, source, _ = topic_config_value(broker.config, broker.topic_defaults, configs, name)
+        value, source, _ = describe_topic_config(
+            broker.effective_config, broker.topic_defaults, configs, name
+        )
         out.append(
             ctx.response(
                 "CreatableTopicConfigs",

@@ -12,6 +12,7 @@ INVALID_REQUEST. Every wait is bounded by a deadline.
 
 from __future__ import annotations
 
+import datetime
 import time
 import uuid
 import warnings
@@ -258,3 +259,29 @@ def test_lowered_message_max_bytes_refuses_larger_batches(broker: BrokerProcess)
     assert p.flush(DEADLINE_S) == 0
     codes = [e.code() if e is not None else None for e in errors]
     assert codes == [KafkaError.MSG_SIZE_TOO_LARGE, None]
+
+
+def test_create_topics_reports_dynamic_sources(broker: BrokerProcess) -> None:
+    """CreateTopics v5+ lists each config of the new topic with its source (KIP-525): a value
+    that comes from a dynamic broker config says so, like DescribeConfigs."""
+    _incremental(broker, NODE, _set("log.retention.ms", "7200000"))
+    _incremental(broker, "", _set("log.cleanup.policy", "compact"))
+    m = load_payload_module(19, 7, EntityType.request)
+    name = f"dyn-create-{uuid.uuid4().hex[:8]}"
+    topic = m.CreatableTopic(
+        name=name, num_partitions=1, replication_factor=1, assignments=(), configs=()
+    )
+    with WireClient(broker.bootstrap) as client:
+        resp = client.send(
+            m.CreateTopicsRequest(
+                topics=(topic,), timeout=datetime.timedelta(seconds=30), validate_only=False
+            )
+        )
+    (created,) = resp.topics
+    assert int(created.error_code) == 0
+    configs = {c.name: (c.value, int(c.config_source)) for c in created.configs}
+    assert configs["retention.ms"] == ("7200000", ConfigSource.DYNAMIC_BROKER_CONFIG.value)
+    assert configs["cleanup.policy"] == (
+        "compact", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value,
+    )  # fmt: skip
+    assert configs["segment.bytes"] == ("1073741824", ConfigSource.DEFAULT_CONFIG.value)
