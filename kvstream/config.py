@@ -1207,22 +1207,27 @@ def _unknown_key_message(key: str, origin: str) -> str:
     return message
 
 
+def _checked_value(spec: _BrokerKey, key: str, raw: str) -> str:
+    """``raw`` normalised for broker key ``key`` and validated; ConfigError names the key."""
+    try:
+        value = _normalize(spec.type, raw)
+        if spec.check is not None:
+            spec.check(value)
+    except ValueError as exc:
+        raise ConfigError(
+            key,
+            f"Invalid value {_show(spec.type, raw.strip())} for configuration {key}: {exc}",
+        ) from None
+    return value
+
+
 def _build(settings: Mapping[str, str], origins: Mapping[str, str]) -> BrokerConfig:
     values: dict[str, str] = {name: spec.default or "" for name, spec in _BROKER_KEYS.items()}
     for key, raw in settings.items():
         spec = _BROKER_KEYS.get(key)
         if spec is None:
             raise ConfigError(key, _unknown_key_message(key, origins.get(key, "")))
-        try:
-            value = _normalize(spec.type, raw)
-            if spec.check is not None:
-                spec.check(value)
-        except ValueError as exc:
-            raise ConfigError(
-                key,
-                f"Invalid value {_show(spec.type, raw.strip())} for configuration {key}: {exc}",
-            ) from None
-        values[key] = value
+        values[key] = _checked_value(spec, key, raw)
     explicit = frozenset(settings)
     _resolve_node_id(values, explicit)
     config = BrokerConfig(values=MappingProxyType(values), explicit=explicit)
@@ -1395,17 +1400,7 @@ def validate_dynamic_broker_configs(configs: Mapping[str, str]) -> dict[str, str
         )
     out: dict[str, str] = {}
     for name, raw in configs.items():
-        spec = _BROKER_KEYS[name]
-        try:
-            value = _normalize(spec.type, raw)
-            if spec.check is not None:
-                spec.check(value)
-        except ValueError as exc:
-            raise ConfigError(
-                name,
-                f"Invalid value {_show(spec.type, raw.strip())} for configuration {name}: {exc}",
-            ) from None
-        out[name] = value
+        out[name] = _checked_value(_BROKER_KEYS[name], name, raw)
     return out
 
 
