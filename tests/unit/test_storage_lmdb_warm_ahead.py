@@ -3,6 +3,7 @@ way of the data (LmdbStore(warm_ahead_max=...), kvstream/storage/lmdb_store.py).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -68,8 +69,7 @@ def _put_mib(store: LmdbStore, prefix: bytes, count: int) -> None:
 
 
 def test_growth_prepares_twice_the_growth_in_the_page_cache(tmp_path: Path) -> None:
-    store = LmdbStore(tmp_path, warm_ahead_max=64 * MiB)
-    try:
+    with contextlib.closing(LmdbStore(tmp_path, warm_ahead_max=64 * MiB)) as store:
         _put_mib(store, b"a", 1)  # the first commit only sets the baseline
         _warm(store)
         before = _used_end(store)
@@ -81,25 +81,19 @@ def test_growth_prepares_twice_the_growth_in_the_page_cache(tmp_path: Path) -> N
         assert used + 2 * grown - MiB <= size <= used + 2 * grown + MiB, (used, grown, size)
         assert warm.prepared >= grown
         assert _resident(tmp_path / "data.mdb", used, size) > 0.9
-    finally:
-        store.close()
 
 
 def test_stretch_is_bounded_by_the_limit(tmp_path: Path) -> None:
-    store = LmdbStore(tmp_path, warm_ahead_max=2 * MiB)
-    try:
+    with contextlib.closing(LmdbStore(tmp_path, warm_ahead_max=2 * MiB)) as store:
         _put_mib(store, b"a", 1)
         _put_mib(store, b"b", 8)
         _warm(store)
         assert _file_size(tmp_path) <= _used_end(store) + 2 * MiB
-    finally:
-        store.close()
 
 
 def test_no_growth_adds_nothing(tmp_path: Path) -> None:
     """Deleting and writing the same amount again reuses freed pages: the file stays put."""
-    store = LmdbStore(tmp_path, warm_ahead_max=64 * MiB)
-    try:
+    with contextlib.closing(LmdbStore(tmp_path, warm_ahead_max=64 * MiB)) as store:
         _put_mib(store, b"a", 4)
         _put_mib(store, b"b", 4)
         _warm(store)
@@ -112,8 +106,6 @@ def test_no_growth_adds_nothing(tmp_path: Path) -> None:
             if round_ == 1:
                 settled = _file_size(tmp_path)
         assert _file_size(tmp_path) == settled
-    finally:
-        store.close()
 
 
 def test_data_survives_reopen_with_a_prepared_tail(tmp_path: Path) -> None:
@@ -140,18 +132,14 @@ def test_data_survives_reopen_with_a_prepared_tail(tmp_path: Path) -> None:
 
 
 def test_off_by_default_and_when_readonly(tmp_path: Path) -> None:
-    store = LmdbStore(tmp_path)
-    try:
+    with contextlib.closing(LmdbStore(tmp_path)) as store:
         assert store._warm_ahead is None
         _put_mib(store, b"a", 2)
         assert _file_size(tmp_path) == _used_end(store)
-    finally:
-        store.close()
-    readonly = LmdbStore(tmp_path, readonly=True, warm_ahead_max=64 * MiB)
-    try:
+    with contextlib.closing(
+        LmdbStore(tmp_path, readonly=True, warm_ahead_max=64 * MiB)
+    ) as readonly:
         assert readonly._warm_ahead is None
-    finally:
-        readonly.close()
 
 
 def test_an_unusable_file_stops_it_quietly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,8 +147,7 @@ def test_an_unusable_file_stops_it_quietly(tmp_path: Path, monkeypatch: pytest.M
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", refuse)
-    store = LmdbStore(tmp_path, warm_ahead_max=64 * MiB)
-    try:
+    with contextlib.closing(LmdbStore(tmp_path, warm_ahead_max=64 * MiB)) as store:
         _put_mib(store, b"a", 1)
         _put_mib(store, b"b", 2)
         _warm(store)
@@ -168,5 +155,3 @@ def test_an_unusable_file_stops_it_quietly(tmp_path: Path, monkeypatch: pytest.M
         with store.read() as txn:
             assert txn.get(b"c00001") is not None
         assert _file_size(tmp_path) == _used_end(store)
-    finally:
-        store.close()
