@@ -5,16 +5,20 @@ real GroupCommitWriter task. Timestamps are explicit (`now_ms`), so nothing slee
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Iterator, Mapping
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import pytest
 import trio
 
 from kvstream.log import cleaner as cleaner_mod
 from kvstream.log import keys
-from kvstream.log.cleaner import LogCleaner
+from kvstream.log.cleaner import CleanerWorker, LogCleaner, WorkerError
 from kvstream.log.compaction import (
     CleanSlice,
     CompactionConfig,
@@ -34,9 +38,10 @@ from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import PartitionLog
 from kvstream.log.writer import GroupCommitWriter
 from kvstream.protocol import records
-from kvstream.storage.base import KVStore
+from kvstream.storage.base import KVStore, ReadTxn, WriteTxn
 from tests.unit.test_log import Stores, in_one_group, read_records, running, stored_batches
 
+T = TypeVar("T")
 NOW = 10_000_000
 COMPACT = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"}
 
@@ -372,5 +377,232 @@ async def test_a_worker_that_dies_mid_pass_is_replaced_for_the_next_partition(
             assert stored_batches(store, first) == before
             assert first.first_dirty_offset is None
             assert (await cleaner.run_once(NOW))[("c", 0)].records_removed == 46
+    finally:
+        store.close()
+
+
+# -- remote reads: the worker parses, the parent only reads (LevelDB, memory) ------------------
+
+
+class CountingStore:
+    """A store that counts its ``read()`` snapshots (entered, still open, leaked: closed only
+    by the garbage collector) and can run a hook as each one opens: what the cleaner's parent
+    holds for its worker is observable."""
+
+    def __init__(self, inner: KVStore) -> None:
+        self.inner = inner
+        self.engine = inner.engine
+        self.entered = 0
+        self.open = 0
+        self.leaked = 0
+        self.on_read: Callable[[], None] | None = None
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[ReadTxn]:
+        with self.inner.read() as txn:
+            self.entered += 1
+            self.open += 1
+            try:
+                if self.on_read is not None:
+                    self.on_read()
+                yield txn
+            except GeneratorExit:  # never exited, closed when garbage collected
+                self.leaked += 1
+                raise
+            finally:
+                self.open -= 1
+
+    def transact(self, fn: Callable[[WriteTxn], T]) -> T:
+        return self.inner.transact(fn)
+
+    def stats(self) -> dict[str, int]:
+        return self.inner.stats()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+REMOTE_ENGINES = ["leveldb", "memory"]
+
+
+@contextlib.asynccontextmanager
+async def _remote(
+    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[CountingStore, LogManager, GroupCommitWriter, list[CleanerWorker]]]:
+    """A counting store over ``engine``, its logs and writer, and the workers started."""
+    started: list[CleanerWorker] = []
+    real_start = CleanerWorker.start
+
+    async def start(path: str | None, nice: int = 0, store: KVStore | None = None) -> CleanerWorker:
+        worker = await real_start(path, nice, store)
+        started.append(worker)
+        return worker
+
+    monkeypatch.setattr(CleanerWorker, "start", start)
+    store = CountingStore(Stores(engine, tmp_path / "data").open())
+    try:
+        async with running(store) as (logs, writer):
+            yield store, logs, writer, started
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("engine", REMOTE_ENGINES)
+async def test_the_worker_process_parses_and_leaves_no_snapshot_open(
+    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent's map_slice/clean_slice raise: the pass still runs, so the child parsed; the
+    parent opened one snapshot per child read block and none is left open."""
+
+    def parent_must_not_parse(*args: object) -> NoReturn:
+        raise AssertionError("the parent ran a heavy phase")
+
+    monkeypatch.setattr(cleaner_mod, "map_slice", parent_must_not_parse)
+    monkeypatch.setattr(cleaner_mod, "clean_slice", parent_must_not_parse)
+    async with _remote(engine, tmp_path, monkeypatch) as (store, logs, writer, started):
+        log = await _setup(logs, writer)
+        before = _latest(log)
+        cleaner = LogCleaner(logs, writer, _configs, slice_bytes=200)
+        opened = store.entered
+        result = (await cleaner.run_once(NOW))[("c", 0)]
+        assert result.records_removed == 46 and result.slices > 1
+        assert _latest(log) == before
+        [worker] = started
+        assert worker.store is store and worker.reads_served > 0
+        # the worker's snapshots (one per map/clean slice) went through this store; all closed
+        assert store.entered - opened > worker.snapshots_opened > result.slices
+        assert store.open == store.leaked == 0
+
+
+@pytest.mark.parametrize("engine", REMOTE_ENGINES)
+async def test_a_remote_worker_that_dies_while_reading_abandons_only_that_pass(
+    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _remote(engine, tmp_path, monkeypatch) as (store, logs, writer, started):
+        first = await _setup(logs, writer, "c")
+        await _setup(logs, writer, "d")
+        before = stored_batches(store, first)
+        killed: list[CleanerWorker] = []
+
+        def kill_the_worker() -> None:  # while the parent holds a snapshot for it
+            if started and not killed:
+                started[-1].process.kill()
+                killed.append(started[-1])
+
+        store.on_read = kill_the_worker
+        cleaner = LogCleaner(logs, writer, _configs)
+        done = await cleaner.run_once(NOW)
+        assert list(done) == [("d", 0)]  # c's pass was abandoned, d's ran in a new worker
+        assert killed and killed[0].broken and len(started) == 2
+        assert store.open == store.leaked == 0
+        assert stored_batches(store, first) == before
+        assert first.first_dirty_offset is None
+        store.on_read = None
+        assert (await cleaner.run_once(NOW))[("c", 0)].records_removed == 46
+        assert store.open == store.leaked == 0
+
+
+@pytest.mark.parametrize("engine", REMOTE_ENGINES)
+async def test_a_cancelled_pass_closes_the_snapshot_it_held_for_the_worker(
+    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _remote(engine, tmp_path, monkeypatch) as (store, logs, writer, started):
+        log = await _setup(logs, writer)
+        before = stored_batches(store, log)
+        cleaner = LogCleaner(logs, writer, _configs)
+        with trio.CancelScope() as scope:
+
+            def cancel() -> None:
+                if started:  # a snapshot held for the worker, not begin_pass's own
+                    scope.cancel()
+
+            store.on_read = cancel
+            await cleaner.run_once(NOW)
+        assert scope.cancelled_caught
+        assert started and store.open == store.leaked == 0
+        assert started[0].process.returncode is not None  # closed with the round
+        assert stored_batches(store, log) == before
+        store.on_read = None
+        assert (await cleaner.run_once(NOW))[("c", 0)].records_removed == 46
+        assert store.open == store.leaked == 0
+
+
+_GARBAGE_WORKERS = {
+    # opens a read block, then asks for a scan that breaks the protocol
+    "bad-scan": "w(('begin', 1)); w(('scan', 1, 'not bytes', False, None, False, None))",
+    # opens a read block, then sends bytes that are no marshal data
+    "not-marshal": "w(('begin', 1)); o.write(struct.pack('>I', 3) + b'\\xff\\xfe\\xfd')",
+    # a frame longer than MAX_WORKER_FRAME
+    "huge-frame": "w(('begin', 1)); o.write(struct.pack('>I', 0xFFFFFFFF))",
+    # reads a transaction it never opened
+    "unknown-txn": "w(('get', 7, b'k'))",
+    "unknown-tag": "w(('what', 1))",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_GARBAGE_WORKERS))
+async def test_a_worker_that_sends_garbage_is_an_error_and_its_snapshots_close(
+    kind: str, tmp_path: Path
+) -> None:
+    code = (
+        "import marshal, struct, sys\n"
+        "o = sys.stdout.buffer\n"
+        "def w(m):\n"
+        "    d = marshal.dumps(m); o.write(struct.pack('>I', len(d)) + d)\n"
+        "sys.stdin.buffer.read(4)\n" + _GARBAGE_WORKERS[kind] + "\no.flush()\nsys.stdin.read()\n"
+    )
+    store = CountingStore(Stores("memory", tmp_path).open())
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    worker = CleanerWorker(process, store, call_timeout=30)
+    try:
+        with pytest.raises(WorkerError):
+            await worker.call("map", 1 << 20)
+        assert worker.broken and store.open == store.leaked == 0
+        with pytest.raises(WorkerError):  # never reused
+            await worker.call("map", 1 << 20)
+    finally:
+        await worker.aclose()
+        store.close()
+
+
+async def test_a_worker_past_its_deadline_is_an_error_and_its_snapshot_closes(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import marshal, struct, sys\n"
+        "d = marshal.dumps(('begin', 1))\n"
+        "sys.stdout.buffer.write(struct.pack('>I', len(d)) + d); sys.stdout.buffer.flush()\n"
+        "sys.stdin.buffer.read()\n"
+    )
+    store = CountingStore(Stores("memory", tmp_path).open())
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    worker = CleanerWorker(process, store, call_timeout=0.5)
+    try:
+        with pytest.raises(WorkerError, match="no answer"):
+            await worker.call("map", 1 << 20)
+        assert store.entered == 1 and store.open == store.leaked == 0
+    finally:
+        await worker.aclose()
+        store.close()
+
+
+async def test_threads_when_no_worker_process_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def cannot_start(*args: object) -> NoReturn:
+        raise OSError("no processes today")
+
+    monkeypatch.setattr(CleanerWorker, "start", cannot_start)
+    store = Stores("leveldb", tmp_path / "data").open()
+    try:
+        async with running(store) as (logs, writer):
+            await _setup(logs, writer)
+            assert (await LogCleaner(logs, writer, _configs).run_once(NOW))[
+                ("c", 0)
+            ].records_removed == 46
     finally:
         store.close()
