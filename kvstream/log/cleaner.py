@@ -1,10 +1,11 @@
 """The log cleaner task: runs compaction passes over every compacted partition, slice by slice.
 
 OWNS: when a partition is cleaned (every ``log.cleaner.backoff.ms``, or on demand through
-:meth:`LogCleaner.run_once`), where a pass's read-only phases run (a worker process on LMDB,
-worker threads otherwise), submitting one group-commit operation per slice and awaiting it
-before reading the next, and handing the cleaner checkpoint to the operation of a pass's last
-slice.
+:meth:`LogCleaner.run_once`), where a pass's read-only phases run (a worker process on every
+engine, worker threads only when no process starts), the parent's end of the worker's remote
+reads (its snapshots, opened and closed here), submitting one group-commit operation per slice
+and awaiting it before reading the next, and handing the cleaner checkpoint to the operation of
+a pass's last slice.
 MUST NOT KNOW: sockets, wire messages, how batches are rewritten (kvstream/log/compaction.py),
 storage keys (kvstream/log/keys.py via the log manager).
 
@@ -18,23 +19,38 @@ heavy phases, ``map_slice`` and ``clean_slice`` (CRC checks, decompression, walk
 record, the key -> offset map, rebuilding batches), are pure Python: in a thread of the broker
 they hold the GIL, and the event loop thread then waits for it at every I/O boundary (up to
 ``sys.getswitchinterval()``, 5 ms, each time), which took the produce p99 from 3.5 to 26.5 ms
-while a pass ran (docs/performance.md). So with ``worker_path`` (the LMDB data dir; the broker
-passes it for the LMDB engine) they run in a :class:`CleanerWorker`: a child process started
-for a round that has a pass to run and closed with the round, that opens the environment
-read-only (LMDB registers every process's readers in its lock file) and keeps the pass's offset
-map. Per slice the event loop sends one small request over the child's stdin and reads the
-slice's changes back from its stdout (``marshal`` frames of plain tuples, see
+while a pass ran (docs/performance.md). So they run in a :class:`CleanerWorker`: a child
+process started for a round that has a pass to run and closed with the round, which keeps the
+pass's offset map. Per slice the event loop sends one small request over the child's stdin and
+reads the slice's changes back from its stdout (``marshal`` frames of plain tuples, see
 kvstream.log.compaction.serve_worker), both through trio streams; everything that writes stays
-here, in the writer. The child runs at nice 19 (``worker_nice``, the lowest priority), so the
-kernel hands the CPU to a broker or client thread as soon as one wakes and the pass uses spare
-CPU only; a machine with no spare CPU at all cleans slowly (the role of the I/O throttle of
-Kafka's cleaner). Measured on 2 shared cores (docs/performance.md): produce p99 over the window
-1.1-2.3 x idle (13 of 15 runs <= 2) instead of 5.4-18 x, 1.6-2.8 x during the pass itself; nice
-0 and 10, SCHED_IDLE and a 25-50 % CPU cap (sleeping between slices) were not better, the cap
-worse. A child that fails (cannot open the store, dies) abandons that pass like any other
-error, and the next ``get`` starts a new one; when it cannot even be started, or without
-``worker_path`` (the memory engine: nothing to open from another process), the phases run in
-worker threads as before.
+here, in the writer. Where the child gets the batches from:
+
+- LMDB (``worker_path``, the data dir; the broker passes it for the LMDB engine): it opens the
+  environment read-only itself (LMDB registers every process's readers in its lock file).
+- LevelDB (an exclusive lock) and memory (in this process): it cannot open the store, so its
+  store is a kvstream.log.remote_read.RemoteStore and every read is a request on the same pipe.
+  While a request runs, :meth:`CleanerWorker.call` answers them: one ``store.read()`` snapshot
+  per ``with store.read()`` block of the child, entered and exited on the event loop thread (a
+  writer thread never holds one) and always closed before ``call`` returns (answer, error,
+  deadline, cancellation); scans go back in 256 KiB chunks of raw keys and values, each computed
+  in a worker thread (inline on the event loop measured no better). The parent's share is the
+  plyvel/memory scan and a memcpy per chunk; the parsing is the child's.
+
+The child runs at nice 19 (``worker_nice``, the lowest priority), so the kernel hands the CPU
+to a broker or client thread as soon as one wakes and the pass uses spare CPU only; a machine
+with no spare CPU at all cleans slowly (the role of the I/O throttle of Kafka's cleaner).
+Measured on 2 shared cores (docs/performance.md), LMDB: produce p99 over the window 1.1-2.3 x
+idle (13 of 15 runs <= 2) instead of 5.4-18 x, 1.6-2.8 x during the pass itself; nice 0 and 10,
+SCHED_IDLE and a 25-50 % CPU cap (sleeping between slices) were not better, the cap worse.
+LevelDB (tools/bench_cleaner.py --mb 384 --keys 10000 --engine leveldb, 4 runs each, 2 cores
+also used by other work): p99 during the pass 4.8-15.3 x idle (18-38 ms) with threads, 1.0-2.2
+x (5.9-9.3 ms) with remote reads answered in a thread, 1.2-2.9 x (5.7-13.6 ms) answered inline;
+the pass takes 5-9 s instead of 2.5-3.7 s (it uses spare CPU only). Every wait on the child has
+a deadline (``WORKER_CALL_TIMEOUT_S`` per request) and every loop a bound. A child that fails
+(cannot open the store, dies, sends garbage, misses the deadline) abandons that pass like any
+other error, and the next ``get`` starts a new one; when it cannot even be started (or with
+``worker_process=False``) the phases run in worker threads as before.
 """
 
 from __future__ import annotations
@@ -250,7 +266,7 @@ class CleanerWorker:
         store: KVStore | None = None,
         *,
         call_timeout: float = WORKER_CALL_TIMEOUT_S,
-        reads_in_thread: bool = False,
+        reads_in_thread: bool = True,
     ) -> None:
         self.process = process
         self.store = store
