@@ -65,7 +65,8 @@ class Broker:
         self.effective_config = config
         self.topic_defaults: dict[str, str] = {}
         self._resolve_dynamic_configs()
-        # LMDB: the cleaner reads in its own process (a read-only environment), off the GIL.
+        # The cleaner parses in its own process, off the GIL: on LMDB that process opens the
+        # environment read-only; on LevelDB and memory it reads through this one (remote_read).
         self.cleaner = LogCleaner(
             self.logs,
             self.writer,
