@@ -206,8 +206,10 @@ class Broker:
             await nursery.start(self.groups.run)
             await nursery.start(self._retention_loop)
             if self.config.get_bool("log.cleaner.enable"):
-                backoff_ms = self.effective_config.get_int("log.cleaner.backoff.ms")
-                await nursery.start(self.cleaner.run, backoff_ms)
+                await nursery.start(
+                    self.cleaner.run,
+                    lambda: self.effective_config.get_int("log.cleaner.backoff.ms"),
+                )
             bound = await nursery.start(serve_listeners, self, self.config.listeners)
             if self.advertised.port == 0 and bound:
                 self.advertised = Listener(self.advertised.name, bound[0][0], bound[0][1])

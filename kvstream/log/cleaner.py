@@ -216,12 +216,15 @@ class LogCleaner:
         )
 
     async def run(
-        self, interval_ms: int, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        interval_ms: Callable[[], int],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """The background task: a round every ``interval_ms`` (log.cleaner.backoff.ms)."""
+        """The background task: a round every ``interval_ms()`` ms (log.cleaner.backoff.ms, read
+        again before each wait, so a dynamic broker config applies from the next round)."""
         task_status.started()
         while True:
-            await trio.sleep(interval_ms / 1000)
+            await trio.sleep(interval_ms() / 1000)
             try:
                 cleaned = await self.run_once()
             except Exception:  # pragma: no cover - run_once logs per partition

@@ -606,3 +606,28 @@ async def test_threads_when_no_worker_process_starts(
             ].records_removed == 46
     finally:
         store.close()
+
+
+async def test_run_reads_the_backoff_before_every_round(
+    store: KVStore, autojump_clock: trio.testing.MockClock
+) -> None:
+    """log.cleaner.backoff.ms is a dynamic broker config: the task asks for it each round."""
+    logs = LogManager.open(store)
+    writer = GroupCommitWriter(store)
+    cleaner = LogCleaner(logs, writer, _configs)
+    rounds: list[float] = []
+
+    async def counting_round(*_args: object, **_kwargs: object) -> dict[object, object]:
+        rounds.append(trio.current_time())
+        return {}
+
+    cleaner.run_once = counting_round  # type: ignore[method-assign]
+    backoff = [10_000]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cleaner.run, lambda: backoff[0])
+        await trio.sleep(25)  # rounds at 10 s and 20 s
+        backoff[0] = 1_000  # from the next wait on: every second
+        await trio.sleep(10.5)  # the wait begun at 20 s still ends at 30 s, then 31, 32, ...
+        nursery.cancel_scope.cancel()
+    start = rounds[0] - 10
+    assert [round(t - start) for t in rounds] == [10, 20, 30, 31, 32, 33, 34, 35]
