@@ -276,7 +276,19 @@ def main() -> int:
         "--engine",
         choices=("lmdb", "leveldb"),
         default="lmdb",
-        help="storage.engine (LevelDB cleans in worker threads: its lock keeps others out)",
+        help="storage.engine (LevelDB's lock keeps the worker out: it reads through the broker)",
+    )
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds between the fill and the idle window (LevelDB compacts the fill in the "
+        "background for a while: give it 30)",
+    )
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temp dir (broker log, data dir; LevelDB's LOG tells its write stalls)",
     )
     ap.add_argument(
         "--spin",
@@ -298,7 +310,7 @@ def main() -> int:
         t0 = time.monotonic()
         records = fill(bootstrap, "big", args.mb, args.keys, args.seed)
         fill_s = time.monotonic() - t0
-        time.sleep(1.0)
+        time.sleep(args.settle)
         window = CpuWindow(proc.pid)
         idle = probe(bootstrap, "probe", args.rate, args.seconds, args.spin)
         idle["cpu"] = window.finish()
@@ -367,8 +379,10 @@ def main() -> int:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
-        if ok:
+        if ok and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+        elif ok:
+            print(f"kept {tmp}", file=sys.stderr)
         else:
             print(f"broker log kept in {log_path}", file=sys.stderr)
     return 0
