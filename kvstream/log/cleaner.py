@@ -46,7 +46,9 @@ SCHED_IDLE and a 25-50 % CPU cap (sleeping between slices) were not better, the 
 LevelDB (tools/bench_cleaner.py --mb 384 --keys 10000 --engine leveldb, 4 runs each, 2 cores
 also used by other work): p99 during the pass 4.8-15.3 x idle (18-38 ms) with threads, 1.0-2.2
 x (5.9-9.3 ms) with remote reads answered in a thread, 1.2-2.9 x (5.7-13.6 ms) answered inline;
-the pass takes 5-9 s instead of 2.5-3.7 s (it uses spare CPU only). Every wait on the child has
+the pass takes 5-9 s instead of 2.5-3.7 s (it uses spare CPU only). Those idle windows still
+overlapped LevelDB's background compaction of the fill; after it settled (``--settle 30``) the
+p99 during the pass was 2.9-3.5 x idle (5.1-7.5 ms against 1.8-2.2 ms). Every wait on the child has
 a deadline (``WORKER_CALL_TIMEOUT_S`` per request) and every loop a bound. A child that fails
 (cannot open the store, dies, sends garbage, misses the deadline) abandons that pass like any
 other error, and the next ``get`` starts a new one; when it cannot even be started (or with
