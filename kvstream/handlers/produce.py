@@ -34,8 +34,11 @@ from kvstream.protocol import records
 MAX_UNCOMPRESSED = 64 * 1024 * 1024
 
 
-def _check(data: bytes | None, max_message_bytes: int) -> list[bytearray]:
-    """Split and verify one partition's records; raise with the Kafka reason."""
+def _check(data: bytes | memoryview | None, max_message_bytes: int) -> list[bytearray]:
+    """Split and verify one partition's records; raise with the Kafka reason.
+
+    ``data`` is a view of the request frame (kvstream.protocol.produce_request), valid until the
+    connection reads its next frame: the batches returned are the copies that live on."""
     if not data:
         raise records.InvalidRecordBatch("no record batches")
     view = memoryview(data)

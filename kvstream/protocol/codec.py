@@ -6,6 +6,8 @@ header v0/v1 as a list of chunks for one scatter/gather write, and the ApiVersio
 (an unknown ApiVersions version is answered in the v0 layout; its response header never has
 tagged fields).
 
+Produce bodies (v3-12) are read by kvstream.protocol.produce_request instead of kio, so that
+their records stay views of the frame (kio copies them); the header still goes through kio.
 Versions kio has no schema for are served through OWN_SCHEMAS: a hand-written body reader and
 writer per (API key, version), whose requests decode into (and responses are built from) the
 kio classes of a *model* version with the same fields, so a handler serves them like any other
@@ -32,11 +34,13 @@ from kio.index import load_payload_module, load_request_schema, load_response_sc
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
+from kvstream.protocol import produce_request
 from kvstream.protocol.tagged import check_layout, strip_unknown_tagged_fields
 
 FRAME_SIZE: Final = struct.Struct(">i")
 _PEEK: Final = struct.Struct(">hhi")
 API_VERSIONS_KEY: Final = 18
+PRODUCE_KEY: Final = 0
 _SMALL_WRITE: Final = 4096
 
 
@@ -296,6 +300,27 @@ def _decode_own(
     return RequestHeader(api_key, version, correlation_id, header.client_id), body
 
 
+def _decode_produce(
+    frame: bytes | memoryview, version: int, correlation_id: int
+) -> tuple[RequestHeader, Any] | None:
+    """Produce through kvstream.protocol.produce_request (records stay views of ``frame``).
+    None when the header has tagged fields kio does not know (the general path strips them)."""
+    read_header, _read_body, request_cls = _request_codec(PRODUCE_KEY, version)
+    view = memoryview(frame).toreadonly()
+    try:
+        check_layout(view, request_cls.__header_schema__)
+        header, header_size = read_header(view, 0)
+    except KeyError:
+        return None
+    except Exception as exc:
+        raise ProtocolError(f"malformed API 0 v{version} request header: {exc!r}") from exc
+    try:
+        body = produce_request.read_produce_body(view, header_size, version)
+    except ValueError as exc:
+        raise ProtocolError(f"malformed API 0 v{version} request: {exc}") from exc
+    return RequestHeader(PRODUCE_KEY, version, correlation_id, header.client_id), body
+
+
 def decode_request(
     frame: bytes | memoryview, served: dict[int, tuple[int, int]]
 ) -> tuple[RequestHeader, Any]:
@@ -315,6 +340,13 @@ def decode_request(
     own = OWN_SCHEMAS.get((api_key, version))
     if own is not None:
         return _decode_own(own, frame, api_key, version, correlation_id)
+    if (
+        api_key == PRODUCE_KEY
+        and produce_request.FIRST_VERSION <= version <= produce_request.LAST_VERSION
+    ):
+        decoded = _decode_produce(frame, version, correlation_id)
+        if decoded is not None:
+            return decoded
     try:
         read_header, read_body, _ = _request_codec(api_key, version)
     except Exception as exc:  # kio has no schema for this version (e.g. Produce v0-2)
