@@ -9,6 +9,7 @@ for its effect with bounded loops:
 - compact,delete applies both retention and compaction;
 - the cleaner checkpoint (0x08) survives a restart: no needless pass after it, and new
   versions produced after the restart are compacted from where the last pass ended.
+Every test runs on LMDB and on LevelDB (whose cleaner worker reads through the broker).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from kvstream.log import keys
-from kvstream.storage.open import open_store
-from tests.integration.broker import BrokerProcess, start_broker
+from kvstream.storage.open import detect_engine, open_store
+from tests.integration.broker import BrokerProcess, engines_under_test, start_broker
 
 DEADLINE_S = 30.0
 TOMBSTONE_MS = 1500
@@ -40,11 +41,14 @@ COMPACT = {
 Rec = tuple[int, bytes | None, bytes | None]  # (offset, key, value)
 
 
-@pytest.fixture
-def cleaning_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+@pytest.fixture(params=engines_under_test())
+def cleaning_broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[BrokerProcess]:
+    """On LMDB the cleaner's worker process opens the store read-only; on LevelDB (locked to
+    the broker) it reads through the broker (kvstream/log/remote_read.py)."""
     proc = start_broker(
         tmp_path / "data",
         extra=["log.cleaner.backoff.ms=200", "log.retention.check.interval.ms=100"],
+        engine=request.param,
     )
     if not proc.durable:
         proc.stop()
@@ -241,7 +245,9 @@ def test_compact_delete_applies_both(cleaning_broker: BrokerProcess) -> None:
 
 
 def _checkpoint(data_dir: Path) -> list[tuple[int, int]]:
-    store = open_store(data_dir, "lmdb")
+    engine = detect_engine(data_dir)
+    assert engine is not None, f"no store in {data_dir}"
+    store = open_store(data_dir, engine)
     try:
         with store.read() as txn:
             lo = keys.CLEANER
