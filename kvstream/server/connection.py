@@ -87,7 +87,11 @@ class Connection:
         deadline = math.inf  # set while a frame is partially received
         while True:
             received = 0
+            paused = trio.current_time()
             await self.broker.writer.wait_for_room()
+            # Time spent holding the peer back is ours, not the peer's: the frame timeout of a
+            # partly received frame starts again from where it stood.
+            deadline += trio.current_time() - paused
             target = self.frames.receive_buffer()
             try:
                 with trio.move_on_at(deadline):
