@@ -284,17 +284,29 @@ def model_version(api_key: int, version: int) -> int:
     return version if own is None else own.model_version
 
 
+def _read_header(view: memoryview, api_key: int, version: int) -> tuple[Any, int]:
+    """kio's request header of (api_key, version) at the start of ``view``, for requests whose
+    body we read ourselves: (header, bytes it took). Unknown tagged fields are skipped (the
+    header is re-read without them); anything malformed is a ProtocolError."""
+    read_header, _read_body, request_cls = _request_codec(api_key, version)
+    header_type = request_cls.__header_schema__
+    try:
+        check_layout(view, header_type)
+        try:
+            header, used = read_header(view, 0)
+        except KeyError:  # kio refuses tags it does not declare; the protocol skips them
+            clean, used = strip_unknown_tagged_fields(view, header_type)
+            header, _ = read_header(memoryview(clean).toreadonly(), 0)
+    except Exception as exc:
+        raise ProtocolError(f"cannot decode API {api_key} v{version} header: {exc!r}") from exc
+    return header, int(used)
+
+
 def _decode_own(
     own: OwnSchema, frame: bytes | memoryview, api_key: int, version: int, correlation_id: int
 ) -> tuple[RequestHeader, Any]:
     view = memoryview(frame).toreadonly()
-    read_header, _read_body, model_cls = _request_codec(api_key, own.model_version)
-    header_type = model_cls.__header_schema__
-    try:
-        check_layout(view, header_type)
-        header, header_size = read_header(view, 0)
-    except Exception as exc:
-        raise ProtocolError(f"cannot decode API {api_key} v{version} header: {exc!r}") from exc
+    header, header_size = _read_header(view, api_key, own.model_version)
     module = load_payload_module(api_key, own.model_version, EntityType.request)
     body = own.read_body(_Cursor(view, header_size), module)
     return RequestHeader(api_key, version, correlation_id, header.client_id), body
@@ -302,18 +314,10 @@ def _decode_own(
 
 def _decode_produce(
     frame: bytes | memoryview, version: int, correlation_id: int
-) -> tuple[RequestHeader, Any] | None:
-    """Produce through kvstream.protocol.produce_request (records stay views of ``frame``).
-    None when the header has tagged fields kio does not know (the general path strips them)."""
-    read_header, _read_body, request_cls = _request_codec(PRODUCE_KEY, version)
+) -> tuple[RequestHeader, Any]:
+    """Produce through kvstream.protocol.produce_request (records stay views of ``frame``)."""
     view = memoryview(frame).toreadonly()
-    try:
-        check_layout(view, request_cls.__header_schema__)
-        header, header_size = read_header(view, 0)
-    except KeyError:
-        return None
-    except Exception as exc:
-        raise ProtocolError(f"malformed API 0 v{version} request header: {exc!r}") from exc
+    header, header_size = _read_header(view, PRODUCE_KEY, version)
     try:
         body = produce_request.read_produce_body(view, header_size, version)
     except ValueError as exc:
@@ -344,9 +348,7 @@ def decode_request(
         api_key == PRODUCE_KEY
         and produce_request.FIRST_VERSION <= version <= produce_request.LAST_VERSION
     ):
-        decoded = _decode_produce(frame, version, correlation_id)
-        if decoded is not None:
-            return decoded
+        return _decode_produce(frame, version, correlation_id)
     try:
         read_header, read_body, _ = _request_codec(api_key, version)
     except Exception as exc:  # kio has no schema for this version (e.g. Produce v0-2)

@@ -103,8 +103,14 @@ def _uvarint(n: int) -> bytes:
             return bytes(out)
 
 
-def _flexible_frame(records: bytes, partition_tags: bytes, topic_tags: bytes, tags: bytes) -> bytes:
-    header = struct.pack(">hhih", 0, 9, 42, 3) + b"cid" + b"\x00"  # header v2, no tags
+def _flexible_frame(
+    records: bytes,
+    partition_tags: bytes,
+    topic_tags: bytes,
+    tags: bytes,
+    header_tags: bytes = b"\x00",
+) -> bytes:
+    header = struct.pack(">hhih", 0, 9, 42, 3) + b"cid" + header_tags  # header v2
     body = b"\x00" + struct.pack(">hi", -1, 3000)  # null transactional id, acks, timeout
     body += b"\x02" + b"\x02t"  # one topic named "t"
     body += b"\x02" + struct.pack(">i", 5) + _uvarint(len(records) + 1) + records
@@ -123,6 +129,7 @@ def test_unknown_tagged_fields_are_skipped_at_every_level() -> None:
         section((7, b"abc"), (300, b"x" * 200)),
         section((1, b"")),
         section((0, b"\x01\x02")),
+        header_tags=section((9, b"hdr")),
     )
     header, body = decode_request(frame, SERVED)
     assert (header.correlation_id, header.client_id) == (42, "cid")
