@@ -17,19 +17,19 @@ Not implemented: transactional batches (INVALID_TXN_STATE until transactions exi
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Awaitable
 from typing import Any
 
 import trio
 from kio.schema.errors import ErrorCode
 
-from kvstream.handlers._common import NO_THROTTLE, error_for
+from kvstream.handlers._common import error_for
 from kvstream.handlers.registry import RequestContext, handles
 from kvstream.log.compaction import is_compacted
 from kvstream.log.partition import StagedAppend
 from kvstream.log.writer import Operation
 from kvstream.protocol import records
+from kvstream.protocol.produce_response import PartitionAnswer, ProduceAnswer
 
 MAX_UNCOMPRESSED = 64 * 1024 * 1024
 
@@ -77,13 +77,6 @@ class _TooLarge(Exception):
 
 class _TxnState(Exception):
     pass
-
-
-def _as_datetime(ms: int) -> datetime.datetime | None:
-    """kio encodes log_append_time from an aware datetime; -1 (none) is None."""
-    if ms < 0:
-        return None
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
 
 
 def _code(exc: BaseException) -> ErrorCode:
@@ -139,41 +132,25 @@ async def _respond(
     ctx: RequestContext,
     acks: int,
     results: list[tuple[str, int, Operation[StagedAppend] | None, ErrorCode, str | None]],
-) -> Any:
+) -> ProduceAnswer | None:
     if acks == 0:
         return None
     logs = ctx.broker.logs
-    by_topic: dict[str, list[Any]] = {}
+    answer = ProduceAnswer()  # throttle_time_ms 0: kvstream has no quotas
     for name, index, op, code, message in results:
-        base_offset, append_time, log_start = -1, -1, -1
+        part = PartitionAnswer(index, code.value, error_message=message)
         if op is not None:
             try:
                 appended = await op.wait()
-                base_offset, append_time = appended.base_offset, appended.log_append_time
+                part.base_offset = appended.base_offset
+                part.log_append_time_ms = appended.log_append_time
                 topic = logs.topic(name)
                 plog = logs.partition(topic, index) if topic is not None else None
-                log_start = plog.log_start_offset if plog is not None else -1
+                part.log_start_offset = plog.log_start_offset if plog is not None else -1
             except trio.Cancelled:
                 raise
             except Exception as exc:
-                code, message = _code(exc), str(exc)
-        by_topic.setdefault(name, []).append(
-            ctx.response(
-                "PartitionProduceResponse",
-                index=index,
-                error_code=code,
-                base_offset=base_offset,
-                log_append_time=_as_datetime(append_time),
-                log_start_offset=log_start,
-                record_errors=(),
-                error_message=message,
-            )
-        )
-    return ctx.response(
-        "ProduceResponse",
-        responses=tuple(
-            ctx.response("TopicProduceResponse", name=name, partition_responses=tuple(parts))
-            for name, parts in by_topic.items()
-        ),
-        throttle_time=NO_THROTTLE,
-    )
+                exc_code = _code(exc)
+                part.error_code, part.error_message = exc_code.value, str(exc)
+        answer.add(name, part)
+    return answer

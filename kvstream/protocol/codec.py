@@ -38,6 +38,7 @@ from kvstream.protocol import produce_request
 from kvstream.protocol.tagged import check_layout, strip_unknown_tagged_fields
 
 FRAME_SIZE: Final = struct.Struct(">i")
+_FRAME_AND_ID: Final = struct.Struct(">ii")
 _PEEK: Final = struct.Struct(">hhi")
 API_VERSIONS_KEY: Final = 18
 PRODUCE_KEY: Final = 0
@@ -284,32 +285,68 @@ def model_version(api_key: int, version: int) -> int:
     return version if own is None else own.model_version
 
 
-def _read_header(view: memoryview, api_key: int, version: int) -> tuple[Any, int]:
-    """kio's request header of (api_key, version) at the start of ``view``, for requests whose
-    body we read ourselves: (header, bytes it took). Unknown tagged fields are skipped (the
-    header is re-read without them); anything malformed is a ProtocolError."""
-    read_header, _read_body, request_cls = _request_codec(api_key, version)
-    header_type = request_cls.__header_schema__
-    try:
-        check_layout(view, header_type)
+@cache
+def _flexible_request_header(api_key: int, version: int) -> bool:
+    header_cls = _request_codec(api_key, version)[2].__header_schema__
+    if int(header_cls.__version__) == 0:  # no client id; no request we read ourselves has it
+        raise UnsupportedRequest(api_key, version, -1, "request header v0 is not read here")
+    return bool(header_cls.__flexible__)
+
+
+def _read_header(view: memoryview, api_key: int, version: int) -> tuple[str | None, int]:
+    """The request header of (api_key, version) at the start of ``view``, for requests whose
+    body we read ourselves: (client id, bytes it took). Header v1: key, version, correlation
+    id, client id (a nullable string with an int16 length, in v2 too); v2 adds a tagged-field
+    section, skipped whole (no header tag is defined). Malformed input is a ProtocolError."""
+    flexible = _flexible_request_header(api_key, version)
+    end = len(view)
+    if end < 10:
+        raise ProtocolError(f"API {api_key} v{version} header truncated")
+    (length,) = _I16.unpack_from(view, 8)
+    pos = 10
+    client_id: str | None = None
+    if length >= 0:
+        if pos + length > end:
+            raise ProtocolError(f"API {api_key} v{version} header: client id does not fit")
         try:
-            header, used = read_header(view, 0)
-        except KeyError:  # kio refuses tags it does not declare; the protocol skips them
-            clean, used = strip_unknown_tagged_fields(view, header_type)
-            header, _ = read_header(memoryview(clean).toreadonly(), 0)
-    except Exception as exc:
-        raise ProtocolError(f"cannot decode API {api_key} v{version} header: {exc!r}") from exc
-    return header, int(used)
+            client_id = str(view[pos : pos + length], "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"API {api_key} v{version} header: client id: {exc}") from None
+        pos += length
+    elif length != -1:
+        raise ProtocolError(f"API {api_key} v{version} header: client id length {length}")
+    if flexible:
+        fields, pos = _uvarint_at(view, pos)
+        for _ in range(fields):
+            _tag, pos = _uvarint_at(view, pos)
+            size, pos = _uvarint_at(view, pos)
+            pos += size
+            if pos > end:
+                raise ProtocolError(f"API {api_key} v{version} header: tagged field truncated")
+    return client_id, pos
+
+
+def _uvarint_at(view: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    for i in range(5):
+        if pos + i >= len(view):
+            raise ProtocolError("request header truncated in a varint")
+        byte = view[pos + i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos + i + 1
+        shift += 7
+    raise ProtocolError("request header varint longer than five bytes")
 
 
 def _decode_own(
     own: OwnSchema, frame: bytes | memoryview, api_key: int, version: int, correlation_id: int
 ) -> tuple[RequestHeader, Any]:
     view = memoryview(frame).toreadonly()
-    header, header_size = _read_header(view, api_key, own.model_version)
+    client_id, header_size = _read_header(view, api_key, own.model_version)
     module = load_payload_module(api_key, own.model_version, EntityType.request)
     body = own.read_body(_Cursor(view, header_size), module)
-    return RequestHeader(api_key, version, correlation_id, header.client_id), body
+    return RequestHeader(api_key, version, correlation_id, client_id), body
 
 
 def _decode_produce(
@@ -317,12 +354,12 @@ def _decode_produce(
 ) -> tuple[RequestHeader, Any]:
     """Produce through kvstream.protocol.produce_request (records stay views of ``frame``)."""
     view = memoryview(frame).toreadonly()
-    header, header_size = _read_header(view, PRODUCE_KEY, version)
+    client_id, header_size = _read_header(view, PRODUCE_KEY, version)
     try:
         body = produce_request.read_produce_body(view, header_size, version)
     except ValueError as exc:
         raise ProtocolError(f"malformed API 0 v{version} request: {exc}") from exc
-    return RequestHeader(PRODUCE_KEY, version, correlation_id, header.client_id), body
+    return RequestHeader(PRODUCE_KEY, version, correlation_id, client_id), body
 
 
 def decode_request(
@@ -449,6 +486,8 @@ def encode_response(
     api_key: int, version: int, correlation_id: int, response: Any
 ) -> list[bytes | bytearray | memoryview]:
     """Encode a response with its header and size prefix as chunks for one vectored write."""
+    if isinstance(response, OwnResponse):
+        return [_encode_own_response(api_key, version, correlation_id, response)]
     own = OWN_SCHEMAS.get((api_key, version))
     response_cls, write_header, write_body = _response_codec(
         api_key, version if own is None else own.model_version
@@ -466,6 +505,31 @@ def encode_response(
     assert isinstance(first, bytearray)
     FRAME_SIZE.pack_into(first, 0, out.size - 4)
     return chunks
+
+
+class OwnResponse:
+    """Base of responses that write their own body instead of going through kio classes
+    (kvstream.protocol.produce_response); the codec adds the header and the size."""
+
+    __slots__ = ()
+
+    def encode_body(self, version: int) -> bytes:
+        raise NotImplementedError
+
+
+@cache
+def _flexible_response_header(api_key: int, version: int) -> bool:
+    header_cls = _response_codec(api_key, version)[0].__header_schema__
+    return bool(header_cls.__flexible__)
+
+
+def _encode_own_response(
+    api_key: int, version: int, correlation_id: int, response: OwnResponse
+) -> bytes:
+    body = response.encode_body(version)
+    if _flexible_response_header(api_key, version):  # header v1: an empty tag section
+        return _FRAME_AND_ID.pack(len(body) + 5, correlation_id) + b"\0" + body
+    return _FRAME_AND_ID.pack(len(body) + 4, correlation_id) + body
 
 
 def encode_api_versions_fallback(
