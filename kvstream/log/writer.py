@@ -14,10 +14,14 @@ unwound across groups.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
+import outcome
 import trio
 
 from kvstream.log.txn import StagedWrites
@@ -65,6 +69,55 @@ MB/s and 479-551 MB unbounded, 241-247 MB/s and 326-352 MB at 16 MiB. Bounds fro
 gave the same throughput."""
 
 
+class CommitThread:
+    """One long-lived thread that runs the writer's storage transactions, one at a time.
+
+    ``trio.to_thread.run_sync`` pays per call for a thread-cache handoff, a capacity limiter, a
+    cancel scope, a context copy and renaming the worker thread twice (ctypes calls); on the
+    2-core VM of docs/performance.md that cost the event loop about 0.1-0.2 ms per commit, and
+    a producer that does not linger gets one commit per record. Here a call is a queue put in
+    the loop and one ``run_sync_soon`` back from the thread. Like ``to_thread.run_sync``, a
+    cancelled caller still waits for its transaction to finish: a commit is never abandoned
+    half-way, and its outcome is what the caller sees.
+    """
+
+    def __init__(self, name: str = "kvstream commit") -> None:
+        self.name = name
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[], Any], trio.lowlevel.TrioToken, trio.lowlevel.Task] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` in the thread; return its result or raise its exception."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+            self._thread.start()
+        task = trio.lowlevel.current_task()
+        self._jobs.put((fn, trio.lowlevel.current_trio_token(), task))
+        # reschedule() hands over the outcome; the trap unwraps it (returns or raises).
+        result: T = await trio.lowlevel.wait_task_rescheduled(
+            lambda _raise_cancel: trio.lowlevel.Abort.FAILED
+        )
+        return result
+
+    def stop(self) -> None:
+        """Let the thread end after the transactions already queued."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread = None
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, token, task = job
+            result = outcome.capture(fn)
+            try:
+                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+            except trio.RunFinishedError:  # the loop is gone; nobody waits any more
+                return
+
+
 class GroupCommitWriter:
     def __init__(
         self,
@@ -84,6 +137,7 @@ class GroupCommitWriter:
         self._room = trio.Event()
         self.commits = 0
         self.operations = 0
+        self._thread = CommitThread()
 
     async def wait_for_room(self) -> None:
         """Return once no more than ``max_queued_bytes`` wait for a commit (-1: at once).
@@ -104,19 +158,22 @@ class GroupCommitWriter:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            while self._pending:
-                count = self._group_length()
-                group = self._pending[:count]
-                del self._pending[:count]
-                try:
-                    await self._commit(group)
-                finally:
-                    self.queued_bytes -= sum(op.size for op in group)
-                    self._room.set()
-                    self._room = trio.Event()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                while self._pending:
+                    count = self._group_length()
+                    group = self._pending[:count]
+                    del self._pending[:count]
+                    try:
+                        await self._commit(group)
+                    finally:
+                        self.queued_bytes -= sum(op.size for op in group)
+                        self._room.set()
+                        self._room = trio.Event()
+        finally:
+            self._thread.stop()
 
     def _group_length(self) -> int:
         """How many pending operations the next group takes (at least one)."""
@@ -140,7 +197,7 @@ class GroupCommitWriter:
             return
         try:
             if staged:
-                await trio.to_thread.run_sync(self.store.transact, staged.apply)
+                await self._thread.run(partial(self.store.transact, staged.apply))
         except Exception as exc:
             log.error("group commit of %d operations failed: %r", len(accepted), exc)
             failure = exc if isinstance(exc, StorageError) else WriteFailed(repr(exc))
