@@ -347,7 +347,8 @@ def produce_as_kio(req: Any) -> tuple[Any, ...]:
     """The Produce fields the broker reads, from kio's request or from ours."""
     timeout = getattr(req, "timeout_ms", None)
     if timeout is None:
-        timeout = int(req.timeout.total_seconds() * 1000)
+        # exact: total_seconds() * 1000 is a float and truncates 262143 ms to 262142
+        timeout = req.timeout // datetime.timedelta(milliseconds=1)
     return (
         req.transactional_id,
         int(req.acks),
