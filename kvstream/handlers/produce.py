@@ -51,7 +51,7 @@ def _check(data: bytes | memoryview | None, max_message_bytes: int) -> list[byte
             raise _TxnState("transactional and control batches need transactions (not yet)")
         if not records.verify_crc(batch):
             raise records.InvalidCrc("record batch CRC mismatch")
-        records.validate_batch(batch, MAX_UNCOMPRESSED)
+        records.validate_batch(batch, MAX_UNCOMPRESSED, header)
         out.append(bytearray(batch))
     return out
 

@@ -310,6 +310,7 @@ async def test_end_offset_moves_only_after_the_commit(memory_store: KVStore) -> 
         log = part(logs, "t")
         await append(writer, logs, log, batch(2))
         seen: list[tuple[str, int, int, int, int]] = []
+        token = trio.lowlevel.current_trio_token()
 
         def observe(moment: str) -> Callable[[], None]:
             def probe() -> None:
@@ -323,7 +324,8 @@ async def test_end_offset_moves_only_after_the_commit(memory_store: KVStore) -> 
                     )
                 )
 
-            return lambda: trio.from_thread.run_sync(probe)
+            # the writer's commit thread is not one of trio's: name the loop to call into
+            return lambda: trio.from_thread.run_sync(probe, trio_token=token)
 
         hooked.before_commit = observe("before")
         hooked.after_commit = observe("after")
@@ -352,7 +354,8 @@ async def test_timestamp_lookups_never_return_offsets_past_the_high_watermark(
         def probe() -> None:
             seen.append((log.offset_for_timestamp(1_500), log.max_timestamp_offset()))
 
-        hooked.after_commit = lambda: trio.from_thread.run_sync(probe)
+        token = trio.lowlevel.current_trio_token()
+        hooked.after_commit = lambda: trio.from_thread.run_sync(probe, trio_token=token)
         await append(writer, logs, log, batch(3, base_timestamp=2_000))
         hooked.after_commit = None
         assert log.end_offset == 5
