@@ -5,7 +5,9 @@ connection when the peer misbehaves.
 MUST NOT KNOW: what any API does (the registry dispatches), storage.
 
 Kafka clients pipeline requests and match responses by order, so each request takes a slot in
-a bounded queue as it is read; the sender task sends slots in that order as they complete.
+a bounded queue as it is read, and answers leave in that order: the task that finishes the head
+slot writes it (and any finished slots behind it) straight to the socket; a sender task takes
+over only while the socket's buffer is full.
 Garbage, an oversized length prefix, a frame that does not decode, or an unknown API key closes
 this connection only; an unknown ApiVersions version gets the v0-layout answer (KIP-511).
 Before each read the loop waits while the group-commit writer holds more than
@@ -16,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from collections import deque
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -42,39 +45,57 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 128
 RECV_SIZE = 256 * 1024
 UNSUPPORTED_VERSION = 35
+_IOV_MAX = 1024  # buffers per writev (Linux's UIO_MAXIOV)
 
 Chunks = list[bytes | bytearray | memoryview]
 
 
-@dataclass(eq=False)
 class Slot:
-    done: trio.Event = field(default_factory=trio.Event)
-    chunks: Chunks | None = None
-    close: bool = False
+    """One request's place in the response order: its encoded answer once it is done."""
 
-    @classmethod
-    def closing(cls) -> Slot:
-        """A finished slot that tells the sender to close the connection."""
-        slot = cls(close=True)
-        slot.done.set()
-        return slot
+    __slots__ = ("chunks", "close", "done")
+
+    def __init__(self, close: bool = False) -> None:
+        self.chunks: Chunks | None = None
+        self.close = close
+        """Close the connection when this slot reaches the head (after earlier answers)."""
+        self.done = close
 
 
 class Connection:
+    """Reads requests and answers them in order.
+
+    Answers are written by whichever task completes the slot at the head of the queue, with a
+    non-blocking ``writev`` on the socket: no task switch per response. Only when the socket's
+    buffer is full does the rest go to the sender task (``send_all``), and later answers wait
+    behind it. On the 2-core VM of docs/performance.md a dedicated sender task cost three task
+    steps, about 0.14 ms of the event loop, per request.
+    """
+
     def __init__(self, broker: Broker, stream: trio.SocketStream, peer: str) -> None:
         self.broker = broker
         self.stream = stream
         self.peer = peer
         self.frames = FrameReader(broker.config.socket_request_max_bytes)
         self.served = broker.served
+        self._slots: deque[Slot] = deque()
+        self._space = trio.Event()  # set when fewer than MAX_IN_FLIGHT slots are queued
+        self._blocked: list[memoryview] | None = None  # unsent bytes the sender task owns
+        self._wake_sender = trio.Event()
+        self._reading = True
+        self._stopped = False
+        self._cancel: trio.CancelScope | None = None
+        self._fd = stream.socket.fileno()
 
     async def run(self) -> None:
-        send_slots, receive_slots = trio.open_memory_channel[Slot](MAX_IN_FLIGHT)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._sender, receive_slots, nursery.cancel_scope)
-                async with send_slots:
-                    await self._reader(nursery, send_slots)
+                self._cancel = nursery.cancel_scope
+                nursery.start_soon(self._sender)
+                await self._reader(nursery)
+                # The peer stopped sending (or must be dropped): answer what is in flight first.
+                self._reading = False
+                self._drain()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass  # the peer went away: nothing to answer
         finally:
@@ -82,7 +103,7 @@ class Connection:
                 cleanup.shield = True
                 await self.stream.aclose()
 
-    async def _reader(self, nursery: trio.Nursery, slots: trio.MemorySendChannel[Slot]) -> None:
+    async def _reader(self, nursery: trio.Nursery) -> None:
         frame_timeout = self.broker.config.socket_frame_timeout_ms / 1000
         deadline = math.inf  # set while a frame is partially received
         while True:
@@ -108,7 +129,7 @@ class Connection:
             if not received:
                 if trio.current_time() >= deadline:
                     log.info("closing %s: frame not completed in %.1f s", self.peer, frame_timeout)
-                    await slots.send(Slot.closing())
+                    self._queue(Slot(close=True))
                 return
             if target is not None:
                 self.frames.received_into(received)
@@ -119,17 +140,29 @@ class Connection:
                     frame = self.frames.next_frame()
                 except ProtocolError as exc:
                     log.info("closing %s: %s", self.peer, exc)
-                    await slots.send(Slot.closing())
+                    self._queue(Slot(close=True))
                     return
                 if frame is None:
                     break
                 deadline = math.inf
+                while len(self._slots) >= MAX_IN_FLIGHT:
+                    self._space = trio.Event()
+                    await self._space.wait()
                 slot = Slot()
-                await slots.send(slot)
+                self._slots.append(slot)
                 if not self._dispatch(nursery, frame, slot):
                     return
             if self.frames.buffered and deadline == math.inf:
                 deadline = trio.current_time() + frame_timeout
+
+    def _queue(self, slot: Slot) -> None:
+        """Append an already finished slot (an error answer or a close) and write what can go."""
+        self._slots.append(slot)
+        self._drain()
+
+    def _complete(self, slot: Slot) -> None:
+        slot.done = True
+        self._drain()
 
     def _dispatch(self, nursery: trio.Nursery, frame: bytes | memoryview, slot: Slot) -> bool:
         """Start handling `frame`; False when the connection must close after `slot`."""
@@ -142,16 +175,16 @@ class Connection:
                         exc.correlation_id, UNSUPPORTED_VERSION, advertised_versions()
                     )
                 ]
-                slot.done.set()
+                self._complete(slot)
                 return True
             log.info("closing %s: %s", self.peer, exc)
             slot.close = True
-            slot.done.set()
+            self._complete(slot)
             return False
         except ProtocolError as exc:
             log.info("closing %s: %s (frame starts %s)", self.peer, exc, frame[:96].hex())
             slot.close = True
-            slot.done.set()
+            self._complete(slot)
             return False
         spec = HANDLERS[header.api_key]
         try:
@@ -162,7 +195,7 @@ class Connection:
                 "handler %s v%d failed; closing %s", spec.name, header.api_version, self.peer
             )
             slot.close = True
-            slot.done.set()
+            self._complete(slot)
             return False
         nursery.start_soon(self._finish, header, pending, slot)
         return True
@@ -181,18 +214,68 @@ class Connection:
             )
             slot.close = True
         finally:
-            slot.done.set()
+            self._complete(slot)
 
-    async def _sender(
-        self, slots: trio.MemoryReceiveChannel[Slot], cancel: trio.CancelScope
-    ) -> None:
-        async with slots:
-            async for slot in slots:
-                await slot.done.wait()
-                if slot.close:
-                    break
-                if slot.chunks is None:
-                    continue
-                for chunk in slot.chunks:
-                    await self.stream.send_all(chunk)
-        cancel.cancel()
+    def _drain(self) -> None:
+        """Write the answers of finished slots at the head of the queue, in order.
+
+        Runs in whichever task finished a slot; never blocks. A close slot at the head, a write
+        error, or the end of reading with nothing left to answer ends the connection."""
+        if self._stopped:  # nothing after a close or a failed write is ever sent
+            return
+        slots = self._slots
+        while self._blocked is None and slots and slots[0].done:
+            slot = slots.popleft()
+            if slot.close:
+                self._stop()
+                return
+            if slot.chunks:
+                try:
+                    rest = self._write(slot.chunks)
+                except OSError:  # the peer is gone (reset, broken pipe): stop quietly
+                    self._stop()
+                    return
+                if rest:
+                    self._blocked = rest
+                    self._wake_sender.set()
+        if len(slots) < MAX_IN_FLIGHT:
+            self._space.set()
+        if not self._reading and not slots and self._blocked is None:
+            self._stop()
+
+    def _write(self, chunks: Chunks) -> list[memoryview]:
+        """Write as much of ``chunks`` as the socket takes now; return what is left."""
+        views = [memoryview(c).cast("B") for c in chunks]
+        while views:
+            batch = views[:_IOV_MAX]
+            try:
+                written = os.writev(self._fd, batch)
+            except BlockingIOError:
+                return views
+            while batch and written >= len(batch[0]):
+                written -= len(batch[0])
+                batch.pop(0)
+                views.pop(0)
+            if batch:  # the socket took part of this batch: its buffer is full
+                views[0] = views[0][written:]
+                return views
+        return views
+
+    def _stop(self) -> None:
+        self._reading = False
+        self._stopped = True
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def _sender(self) -> None:
+        """Writes what the socket would not take at once, then lets the queue drain again."""
+        while True:
+            await self._wake_sender.wait()
+            self._wake_sender = trio.Event()
+            rest = self._blocked
+            if rest is None:
+                continue
+            for chunk in rest:
+                await self.stream.send_all(chunk)
+            self._blocked = None
+            self._drain()
