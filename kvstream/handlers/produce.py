@@ -17,14 +17,13 @@ Not implemented: transactional batches (INVALID_TXN_STATE until transactions exi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
-import trio
 from kio.schema.errors import ErrorCode
 
 from kvstream.handlers._common import error_for
-from kvstream.handlers.registry import RequestContext, handles
+from kvstream.handlers.registry import Ready, RequestContext, handles
 from kvstream.log.compaction import is_compacted
 from kvstream.log.partition import StagedAppend
 from kvstream.log.writer import Operation
@@ -90,12 +89,14 @@ def _code(exc: BaseException) -> ErrorCode:
 
 
 @handles(0, versions=(3, 12))
-def produce(ctx: RequestContext, req: Any) -> Awaitable[Any]:
-    """Validate and submit synchronously, in request order; wait for the commit afterwards.
+def produce(ctx: RequestContext, req: Any) -> Ready:
+    """Validate and submit synchronously, in request order; answer from the commit's callback.
 
     A plain function, not a coroutine: the connection calls it as it reads each request, so
     pipelined produces from one producer reach the writer in the order they were sent (trio
-    does not promise FIFO task scheduling, and idempotent sequences depend on the order).
+    does not promise FIFO task scheduling, and idempotent sequences depend on the order). The
+    answer is a `Ready` completed by the writer's callbacks once every partition's operation
+    finished: no task per request.
     """
     broker = ctx.broker
     logs = broker.logs
@@ -128,29 +129,44 @@ def produce(ctx: RequestContext, req: Any) -> Awaitable[Any]:
     return _respond(ctx, acks, results)
 
 
-async def _respond(
+def _respond(
     ctx: RequestContext,
     acks: int,
     results: list[tuple[str, int, Operation[StagedAppend] | None, ErrorCode, str | None]],
-) -> ProduceAnswer | None:
+) -> Ready:
+    ready = Ready()
     if acks == 0:
-        return None
+        ready.set(None)
+        return ready
     logs = ctx.broker.logs
     answer = ProduceAnswer()  # throttle_time_ms 0: kvstream has no quotas
+    pending: list[tuple[PartitionAnswer, str, Operation[StagedAppend]]] = []
     for name, index, op, code, message in results:
         part = PartitionAnswer(index, code.value, error_message=message)
-        if op is not None:
-            try:
-                appended = await op.wait()
-                part.base_offset = appended.base_offset
-                part.log_append_time_ms = appended.log_append_time
-                topic = logs.topic(name)
-                plog = logs.partition(topic, index) if topic is not None else None
-                part.log_start_offset = plog.log_start_offset if plog is not None else -1
-            except trio.Cancelled:
-                raise
-            except Exception as exc:
-                exc_code = _code(exc)
-                part.error_code, part.error_message = exc_code.value, str(exc)
         answer.add(name, part)
-    return answer
+        if op is not None:
+            pending.append((part, name, op))
+    if not pending:
+        ready.set(answer)
+        return ready
+    left = len(pending)
+
+    def finished(part: PartitionAnswer, name: str, op: Operation[StagedAppend]) -> None:
+        nonlocal left
+        if op.error is not None:
+            part.error_code, part.error_message = _code(op.error).value, str(op.error)
+        else:
+            appended = op.result
+            assert appended is not None
+            part.base_offset = appended.base_offset
+            part.log_append_time_ms = appended.log_append_time
+            topic = logs.topic(name)
+            plog = logs.partition(topic, part.index) if topic is not None else None
+            part.log_start_offset = plog.log_start_offset if plog is not None else -1
+        left -= 1
+        if left == 0:
+            ready.set(answer)
+
+    for part, name, op in pending:
+        op.on_done = partial(finished, part, name, op)
+    return ready

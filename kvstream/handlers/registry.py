@@ -3,9 +3,12 @@
 OWNS: `@handles`, the table ApiVersions is computed from, and `RequestContext`.
 MUST NOT KNOW: sockets, storage keys.
 
-A handler is `handler(ctx, request) -> Awaitable[response | None]`; None means "send nothing"
-(Produce with acks=0). Usually an `async def`; a plain function that returns an awaitable runs
-its synchronous part as the request is read, in request order (Produce relies on that).
+A handler is `handler(ctx, request) -> Awaitable[response | None] | Ready`; None means "send
+nothing" (Produce with acks=0). Usually an `async def`; a plain function that returns an
+awaitable runs its synchronous part as the request is read, in request order (Produce relies on
+that). A plain function may instead return a `Ready` that it completes later from a callback:
+the connection then needs no task for the request (Produce does, since a producer that does not
+linger sends one request per record).
 Response classes come from `ctx.response(...)`, which picks the kio class of the request's
 version, so one handler body serves every version.
 """
@@ -28,7 +31,37 @@ from kvstream.protocol.codec import RequestHeader, build, model_version
 if TYPE_CHECKING:
     from kvstream.broker import Broker
 
-Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+
+class Ready:
+    """A response that a callback delivers later, instead of a coroutine that returns it.
+
+    The handler calls :meth:`set` once (with the response, or None to send nothing); the
+    connection calls :meth:`on_ready` once. Whichever comes second runs the callback, in the
+    task that called it: callbacks must not block and must not raise."""
+
+    __slots__ = ("_callback", "_done", "_response")
+
+    def __init__(self) -> None:
+        self._callback: Callable[[Any], None] | None = None
+        self._done = False
+        self._response: Any = None
+
+    def set(self, response: Any) -> None:
+        if self._done:
+            raise RuntimeError("Ready.set called twice")
+        self._done, self._response = True, response
+        if self._callback is not None:
+            self._callback(response)
+
+    def on_ready(self, callback: Callable[[Any], None]) -> None:
+        if self._callback is not None:
+            raise RuntimeError("Ready.on_ready called twice")
+        self._callback = callback
+        if self._done:
+            callback(self._response)
+
+
+Handler = Callable[["RequestContext", Any], Awaitable[Any] | Ready]
 
 
 @dataclass(frozen=True, slots=True)

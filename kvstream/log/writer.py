@@ -48,6 +48,17 @@ class Operation(Generic[T]):
     done: trio.Event = field(default_factory=trio.Event)
     result: T | None = None
     error: BaseException | None = None
+    on_done: Callable[[], None] | None = None
+    """Called in the writer's task right after ``done`` is set (result or error known); for
+    waiters that are callbacks rather than tasks. Must not block; an exception is logged."""
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            try:
+                self.on_done()
+            except Exception:
+                log.exception("an operation's completion callback failed")
 
     async def wait(self) -> T:
         await self.done.wait()
@@ -192,7 +203,7 @@ class GroupCommitWriter:
                 accepted.append((op, op.stage(staged)))
             except Exception as exc:  # a refusal of this op only (its stage left no trace)
                 op.error = exc
-                op.done.set()
+                op.finish()
         if not accepted:
             return
         try:
@@ -205,7 +216,7 @@ class GroupCommitWriter:
                 op.rollback()
             for op, _ in accepted:
                 op.error = failure
-                op.done.set()
+                op.finish()
             return
         self.commits += 1
         self.operations += len(accepted)
@@ -215,4 +226,4 @@ class GroupCommitWriter:
             except Exception as exc:  # pragma: no cover - publish must not fail
                 log.exception("publish failed after commit")
                 op.error = exc
-            op.done.set()
+            op.finish()

@@ -21,11 +21,12 @@ import math
 import os
 from collections import deque
 from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from kvstream.handlers.registry import HANDLERS, RequestContext, advertised_versions
+from kvstream.handlers.registry import HANDLERS, Ready, RequestContext, advertised_versions
 from kvstream.protocol.codec import (
     API_VERSIONS_KEY,
     FrameReader,
@@ -197,8 +198,28 @@ class Connection:
             slot.close = True
             self._complete(slot)
             return False
-        nursery.start_soon(self._finish, header, pending, slot)
+        if isinstance(pending, Ready):
+            pending.on_ready(partial(self._ready, header, slot))
+        else:
+            nursery.start_soon(self._finish, header, pending, slot)
         return True
+
+    def _ready(self, header: RequestHeader, slot: Slot, response: Any) -> None:
+        """A `Ready` answer arrived (in the task that completed it): encode and write it."""
+        try:
+            if response is not None:
+                slot.chunks = encode_response(
+                    header.api_key, header.api_version, header.correlation_id, response
+                )
+        except Exception:
+            log.exception(
+                "encoding %s v%d failed; closing %s",
+                HANDLERS[header.api_key].name,
+                header.api_version,
+                self.peer,
+            )
+            slot.close = True
+        self._complete(slot)
 
     async def _finish(self, header: RequestHeader, pending: Awaitable[Any], slot: Slot) -> None:
         spec = HANDLERS[header.api_key]
