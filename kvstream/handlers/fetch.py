@@ -21,9 +21,9 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kvstream.handlers._common import NO_THROTTLE
 from kvstream.handlers.registry import RequestContext, handles
 from kvstream.log.partition import PartitionLog
+from kvstream.protocol.fetch_response import FetchAnswer, FetchPartitionAnswer
 
 
 @dataclass(slots=True)
@@ -92,7 +92,7 @@ def _read(wanted: list[_Wanted], max_bytes: int) -> tuple[list[list[bytes]], int
 
 
 @handles(1, versions=(4, 17))
-async def fetch(ctx: RequestContext, req: Any) -> Any:
+async def fetch(ctx: RequestContext, req: Any) -> FetchAnswer:
     wanted = _plan(ctx, req)
     max_bytes = int(req.max_bytes) if ctx.version >= 3 else 2**31 - 1
     min_bytes = int(req.min_bytes)
@@ -106,31 +106,13 @@ async def fetch(ctx: RequestContext, req: Any) -> Any:
         logs = [w.log for w in wanted if w.log is not None]
         await ctx.broker.wait_for_appends(logs, remaining)
 
-    topics: dict[Any, list[Any]] = {}
+    answer = FetchAnswer()  # throttle 0, no error, session id 0 (no fetch sessions)
     for w, batches in zip(wanted, data, strict=True):
         plog = w.log
-        hw = plog.high_watermark if plog is not None else -1
-        topics.setdefault(w.topic_key, []).append(
-            ctx.response(
-                "PartitionData",
-                partition_index=w.partition,
-                error_code=w.error,
-                high_watermark=hw,
-                last_stable_offset=plog.last_stable_offset if plog is not None else -1,
-                log_start_offset=plog.log_start_offset if plog is not None else -1,
-                aborted_transactions=(),
-                preferred_read_replica=-1,
-                records=b"".join(batches),
-            )
-        )
-    key_field = "topic_id" if ctx.version >= 13 else "topic"
-    return ctx.response(
-        "FetchResponse",
-        throttle_time=NO_THROTTLE,
-        error_code=ErrorCode.none,
-        session_id=0,
-        responses=tuple(
-            ctx.response("FetchableTopicResponse", **{key_field: key}, partitions=tuple(parts))
-            for key, parts in topics.items()
-        ),
-    )
+        part = FetchPartitionAnswer(w.partition, w.error.value, batches=batches)
+        if plog is not None:
+            part.high_watermark = plog.high_watermark
+            part.last_stable_offset = plog.last_stable_offset
+            part.log_start_offset = plog.log_start_offset
+        answer.add(w.topic_key, part)
+    return answer

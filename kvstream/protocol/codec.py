@@ -38,7 +38,6 @@ from kvstream.protocol import produce_request
 from kvstream.protocol.tagged import check_layout, strip_unknown_tagged_fields
 
 FRAME_SIZE: Final = struct.Struct(">i")
-_FRAME_AND_ID: Final = struct.Struct(">ii")
 _PEEK: Final = struct.Struct(">hhi")
 API_VERSIONS_KEY: Final = 18
 PRODUCE_KEY: Final = 0
@@ -487,7 +486,7 @@ def encode_response(
 ) -> list[bytes | bytearray | memoryview]:
     """Encode a response with its header and size prefix as chunks for one vectored write."""
     if isinstance(response, OwnResponse):
-        return [_encode_own_response(api_key, version, correlation_id, response)]
+        return _encode_own_response(api_key, version, correlation_id, response)
     own = OWN_SCHEMAS.get((api_key, version))
     response_cls, write_header, write_body = _response_codec(
         api_key, version if own is None else own.model_version
@@ -509,11 +508,12 @@ def encode_response(
 
 class OwnResponse:
     """Base of responses that write their own body instead of going through kio classes
-    (kvstream.protocol.produce_response); the codec adds the header and the size."""
+    (kvstream.protocol.produce_response, fetch_response); the codec adds the header and the
+    size."""
 
     __slots__ = ()
 
-    def encode_body(self, version: int) -> bytes:
+    def write_body(self, version: int, out: ChunkWriter) -> None:
         raise NotImplementedError
 
 
@@ -525,11 +525,18 @@ def _flexible_response_header(api_key: int, version: int) -> bool:
 
 def _encode_own_response(
     api_key: int, version: int, correlation_id: int, response: OwnResponse
-) -> bytes:
-    body = response.encode_body(version)
-    if _flexible_response_header(api_key, version):  # header v1: an empty tag section
-        return _FRAME_AND_ID.pack(len(body) + 5, correlation_id) + b"\0" + body
-    return _FRAME_AND_ID.pack(len(body) + 4, correlation_id) + body
+) -> list[bytes | bytearray | memoryview]:
+    out = ChunkWriter()
+    # size placeholder (patched below), correlation id, and header v1's empty tag section
+    out.write(b"\0\0\0\0" + _I32.pack(correlation_id))
+    if _flexible_response_header(api_key, version):
+        out.write(b"\0")
+    response.write_body(version, out)
+    chunks = out.chunks()
+    first = chunks[0]
+    assert isinstance(first, bytearray)
+    FRAME_SIZE.pack_into(first, 0, out.size - 4)
+    return chunks
 
 
 def encode_api_versions_fallback(

@@ -5,7 +5,7 @@ the error code, base offset, log append time, log start offset, record errors an
 message, then the throttle time; compact encodings and tagged-field sections from version 9)
 and the answer objects the produce handler fills in.
 MUST NOT KNOW: sockets, storage, how offsets were assigned, or any other API. The codec writes
-the response header and calls :meth:`ProduceAnswer.encode_body` (an ``OwnResponse``).
+the response header and calls :meth:`ProduceAnswer.write_body` (an ``OwnResponse``).
 
 Why not kio: a produce response is small, but building kio's validated dataclasses and walking
 their schema cost the event loop about 0.1-0.2 ms per request on a 2-core VM, as much as
@@ -23,7 +23,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
-from kvstream.protocol.codec import OwnResponse
+from kvstream.protocol.codec import ChunkWriter, OwnResponse
+from kvstream.protocol.primitives import write_length, write_string
 
 FIRST_VERSION: Final = 3
 LAST_VERSION: Final = 12
@@ -32,7 +33,6 @@ FIRST_FLEXIBLE: Final = 9
 _PARTITION_V3: Final = struct.Struct(">ihqq")  # index, error code, base offset, append time
 _PARTITION_V5: Final = struct.Struct(">ihqqq")  # ... and log start offset
 _I32: Final = struct.Struct(">i")
-_I16: Final = struct.Struct(">h")
 
 
 @dataclass(slots=True)
@@ -59,6 +59,9 @@ class ProduceAnswer(OwnResponse):
         else:
             parts.append(partition)
 
+    def write_body(self, version: int, out: ChunkWriter) -> None:
+        out.write(self.encode_body(version))
+
     def encode_body(self, version: int) -> bytes:
         """The response body (no header) in ``version``'s layout."""
         if not FIRST_VERSION <= version <= LAST_VERSION:
@@ -67,10 +70,10 @@ class ProduceAnswer(OwnResponse):
         partition_struct = _PARTITION_V5 if version >= 5 else _PARTITION_V3
         with_errors = version >= 8
         out = bytearray()
-        _length(out, len(self.topics), flexible)
+        write_length(out, len(self.topics), flexible)
         for name, parts in self.topics.items():
-            _string(out, name, flexible)
-            _length(out, len(parts), flexible)
+            write_string(out, name, flexible)
+            write_length(out, len(parts), flexible)
             for p in parts:
                 if version >= 5:
                     out += partition_struct.pack(
@@ -85,8 +88,8 @@ class ProduceAnswer(OwnResponse):
                         p.index, p.error_code, p.base_offset, p.log_append_time_ms
                     )
                 if with_errors:
-                    _length(out, 0, flexible)  # record_errors: none (whole batches fail)
-                    _string(out, p.error_message, flexible)
+                    write_length(out, 0, flexible)  # record_errors: none (whole batches fail)
+                    write_string(out, p.error_message, flexible)
                 if flexible:
                     out.append(0)  # partition tagged fields
             if flexible:
@@ -95,32 +98,3 @@ class ProduceAnswer(OwnResponse):
         if flexible:
             out.append(0)  # top-level tagged fields
         return bytes(out)
-
-
-def _uvarint(out: bytearray, value: int) -> None:
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def _length(out: bytearray, n: int, flexible: bool) -> None:
-    if flexible:
-        _uvarint(out, n + 1)
-    else:
-        out += _I32.pack(n)
-
-
-def _string(out: bytearray, value: str | None, flexible: bool) -> None:
-    if value is None:
-        if flexible:
-            out.append(0)
-        else:
-            out += _I16.pack(-1)
-        return
-    raw = value.encode("utf-8")
-    if flexible:
-        _uvarint(out, len(raw) + 1)
-    else:
-        out += _I16.pack(len(raw))
-    out += raw
