@@ -108,7 +108,7 @@ class Connection:
         frame_timeout = self.broker.config.socket_frame_timeout_ms / 1000
         deadline = math.inf  # set while a frame is partially received
         while True:
-            received = 0
+            received, data = 0, b""
             paused = trio.current_time()
             await self.broker.writer.wait_for_room()
             # Time spent holding the peer back is ours, not the peer's: the frame timeout of a
@@ -116,12 +116,11 @@ class Connection:
             deadline += trio.current_time() - paused
             target = self.frames.receive_buffer()
             try:
-                with trio.move_on_at(deadline):
-                    if target is not None:  # a large frame: receive straight into its buffer
-                        received = await self.stream.socket.recv_into(target)
-                    else:
-                        data = await self.stream.receive_some(RECV_SIZE)
-                        received = len(data)
+                if deadline == math.inf:  # between frames: no timeout, no cancel scope to pay for
+                    received, data = await self._receive(target)
+                else:
+                    with trio.move_on_at(deadline):
+                        received, data = await self._receive(target)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return
             finally:
@@ -155,6 +154,13 @@ class Connection:
                     return
             if self.frames.buffered and deadline == math.inf:
                 deadline = trio.current_time() + frame_timeout
+
+    async def _receive(self, target: memoryview | None) -> tuple[int, bytes]:
+        """Bytes received into ``target`` (a large frame's own buffer), or as a new chunk."""
+        if target is not None:
+            return await self.stream.socket.recv_into(target), b""
+        data = await self.stream.receive_some(RECV_SIZE)
+        return len(data), data
 
     def _queue(self, slot: Slot) -> None:
         """Append an already finished slot (an error answer or a close) and write what can go."""
