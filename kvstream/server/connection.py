@@ -156,11 +156,28 @@ class Connection:
                 deadline = trio.current_time() + frame_timeout
 
     async def _receive(self, target: memoryview | None) -> tuple[int, bytes]:
-        """Bytes received into ``target`` (a large frame's own buffer), or as a new chunk."""
-        if target is not None:
-            return await self.stream.socket.recv_into(target), b""
-        data = await self.stream.receive_some(RECV_SIZE)
-        return len(data), data
+        """Bytes received into ``target`` (a large frame's own buffer), or as a new chunk.
+
+        Straight from the non-blocking socket: trio's socket methods yield to the scheduler
+        once more after a receive that had to wait, one task step per request for nothing.
+        Here the only yields are the wait for data and, when data was there at once, one
+        checkpoint so that a peer that never pauses cannot starve the other tasks."""
+        waited = False
+        while True:
+            try:
+                if target is not None:
+                    received = os.readv(self._fd, [target])
+                    data = b""
+                else:
+                    data = os.read(self._fd, RECV_SIZE)
+                    received = len(data)
+                break
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._fd)
+                waited = True
+        if not waited:  # shielded, as trio's own: a cancel here must not lose what was read
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return received, data
 
     def _queue(self, slot: Slot) -> None:
         """Append an already finished slot (an error answer or a close) and write what can go."""
