@@ -499,6 +499,11 @@ def encode_response(
         write_body(out, response)
     else:
         own.write_body(out, response)
+    return _framed(out)
+
+
+def _framed(out: ChunkWriter) -> list[bytes | bytearray | memoryview]:
+    """The chunks of a response written after a 4-byte placeholder, with its size patched in."""
     chunks = out.chunks()
     first = chunks[0]
     assert isinstance(first, bytearray)
@@ -532,11 +537,7 @@ def _encode_own_response(
     if _flexible_response_header(api_key, version):
         out.write(b"\0")
     response.write_body(version, out)
-    chunks = out.chunks()
-    first = chunks[0]
-    assert isinstance(first, bytearray)
-    FRAME_SIZE.pack_into(first, 0, out.size - 4)
-    return chunks
+    return _framed(out)
 
 
 def encode_api_versions_fallback(
