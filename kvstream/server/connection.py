@@ -100,6 +100,9 @@ class Connection:
         except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass  # the peer went away: nothing to answer
         finally:
+            # Answers still pending (a produce's callback after its commit) must never be
+            # written once the socket is closed: its descriptor may by then be another peer's.
+            self._stopped = True
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 await self.stream.aclose()
