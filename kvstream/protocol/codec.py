@@ -7,7 +7,9 @@ header v0/v1 as a list of chunks for one scatter/gather write, and the ApiVersio
 tagged fields).
 
 Produce bodies (v3-12) are read by kvstream.protocol.produce_request instead of kio, so that
-their records stay views of the frame (kio copies them); the header still goes through kio.
+their records stay views of the frame (kio copies them); their request header (v1/v2) is read
+by hand here. Responses that subclass `OwnResponse` (Produce and Fetch answers,
+produce_response and fetch_response) write their own bodies; the codec adds the header.
 Versions kio has no schema for are served through OWN_SCHEMAS: a hand-written body reader and
 writer per (API key, version), whose requests decode into (and responses are built from) the
 kio classes of a *model* version with the same fields, so a handler serves them like any other
