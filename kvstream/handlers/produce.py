@@ -153,16 +153,19 @@ def _respond(
 
     def finished(part: PartitionAnswer, name: str, op: Operation[StagedAppend]) -> None:
         nonlocal left
-        if op.error is not None:
-            part.error_code, part.error_message = _code(op.error).value, str(op.error)
-        else:
+        try:
+            if op.error is not None:
+                raise op.error
             appended = op.result
-            assert appended is not None
+            if appended is None:
+                raise RuntimeError("append finished without a result")
             part.base_offset = appended.base_offset
             part.log_append_time_ms = appended.log_append_time
             topic = logs.topic(name)
             plog = logs.partition(topic, part.index) if topic is not None else None
             part.log_start_offset = plog.log_start_offset if plog is not None else -1
+        except Exception as exc:  # this partition's error; the request is always answered
+            part.error_code, part.error_message = _code(exc).value, str(exc)
         left -= 1
         if left == 0:
             ready.set(answer)

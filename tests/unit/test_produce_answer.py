@@ -1,0 +1,63 @@
+"""The produce handler's answer always arrives: every partition's outcome, errors included.
+
+Produce answers are completed by the writer's callbacks (registry.Ready); a callback that
+failed half-way would leave the client waiting for ever, so each partition's failure becomes its
+error code and the answer still goes out once every partition finished.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kvstream.handlers.produce import _respond
+from kvstream.log.partition import StagedAppend
+from kvstream.log.writer import Operation, WriteFailed
+from kvstream.protocol.produce_response import ProduceAnswer
+
+
+def _op() -> Operation[StagedAppend]:
+    return Operation(stage=lambda staged: None, publish=lambda value: value)
+
+
+def _ctx() -> Any:
+    plog = SimpleNamespace(log_start_offset=3)
+    logs = SimpleNamespace(topic=lambda name: name, partition=lambda topic, index: plog)
+    return SimpleNamespace(broker=SimpleNamespace(logs=logs))
+
+
+def test_the_answer_waits_for_every_partition_and_carries_each_outcome() -> None:
+    ok, failed, empty = _op(), _op(), _op()
+    results = [
+        ("t", 0, ok, ErrorCode.none, None),
+        ("t", 1, failed, ErrorCode.none, None),
+        ("u", 0, empty, ErrorCode.none, None),
+        ("u", 1, None, ErrorCode.unknown_topic_or_partition, None),
+    ]
+    ready = _respond(_ctx(), -1, results)
+    got: list[Any] = []
+    ready.on_ready(got.append)
+
+    ok.result = StagedAppend(10, 14, -1, False)
+    ok.finish()
+    failed.error = WriteFailed("disk")
+    failed.finish()
+    assert got == []  # one partition still open
+    empty.finish()  # finished without a result: an error for it, not a lost answer
+    assert len(got) == 1
+    answer = got[0]
+    assert isinstance(answer, ProduceAnswer)
+    t, u = answer.topics["t"], answer.topics["u"]
+    assert (t[0].error_code, t[0].base_offset, t[0].log_start_offset) == (0, 10, 3)
+    assert t[1].error_code != 0 and t[1].error_message == "disk"
+    assert u[0].error_code != 0 and u[0].base_offset == -1
+    assert u[1].error_code == ErrorCode.unknown_topic_or_partition.value
+
+
+def test_acks_zero_answers_nothing_at_once() -> None:
+    ready = _respond(_ctx(), 0, [("t", 0, _op(), ErrorCode.none, None)])
+    got: list[Any] = []
+    ready.on_ready(got.append)
+    assert got == [None]
