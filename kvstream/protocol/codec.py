@@ -37,6 +37,7 @@ from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
 from kvstream.protocol import produce_request
+from kvstream.protocol.primitives import read_uvarint
 from kvstream.protocol.tagged import check_layout, strip_unknown_tagged_fields
 
 FRAME_SIZE: Final = struct.Struct(">i")
@@ -328,16 +329,10 @@ def _read_header(view: memoryview, api_key: int, version: int) -> tuple[str | No
 
 
 def _uvarint_at(view: memoryview, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    for i in range(5):
-        if pos + i >= len(view):
-            raise ProtocolError("request header truncated in a varint")
-        byte = view[pos + i]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos + i + 1
-        shift += 7
-    raise ProtocolError("request header varint longer than five bytes")
+    try:
+        return read_uvarint(view, pos, len(view))
+    except ValueError as exc:
+        raise ProtocolError(f"request header: {exc}") from None
 
 
 def _decode_own(

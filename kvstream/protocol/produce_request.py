@@ -24,6 +24,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
+from kvstream.protocol.primitives import read_uvarint
+
 FIRST_VERSION: Final = 3
 LAST_VERSION: Final = 12
 FIRST_FLEXIBLE: Final = 9
@@ -75,14 +77,8 @@ class _Reader:
         return int(_I32.unpack_from(self.view, self._need(4))[0])
 
     def uvarint(self) -> int:
-        value = shift = 0
-        for _ in range(5):
-            byte = self.view[self._need(1)]
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-        raise ValueError("unsigned varint longer than five bytes")
+        value, self.pos = read_uvarint(self.view, self.pos, len(self.view))
+        return value
 
     def string(self, nullable: bool) -> str | None:
         n = self.uvarint() - 1 if self.flexible else self.int16()

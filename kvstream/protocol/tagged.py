@@ -51,6 +51,8 @@ from kio.serial._introspect import (
     is_optional,
 )
 
+from kvstream.protocol.primitives import read_uvarint, write_uvarint
+
 __all__ = ["strip_unknown_tagged_fields"]
 
 # Fixed-width kio types and their size on the wire. kio accepts `X | None` only for the two
@@ -73,7 +75,6 @@ _FIXED_SIZE: Final[dict[str, int]] = {
     "datetime_i64": 8,
 }
 _FIXED_NULLABLE: Final = frozenset({"uuid", "datetime_i64"})
-_MAX_VARINT_BYTES: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +185,7 @@ def _compile(entity_type: type[Any]) -> _Plan:
 
 def _uvarint_bytes(value: int) -> bytes:
     out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
+    write_uvarint(out, value)
     return bytes(out)
 
 
@@ -215,15 +213,7 @@ class _Walk:
         return stop
 
     def uvarint(self, pos: int) -> tuple[int, int]:
-        value = 0
-        for i in range(_MAX_VARINT_BYTES):
-            if pos + i >= self.end:
-                raise ValueError(f"truncated varint at offset {pos}")
-            byte = self.data[pos + i]
-            value |= (byte & 0x7F) << (7 * i)
-            if not byte & 0x80:
-                return value, pos + i + 1
-        raise ValueError(f"varint at offset {pos} is longer than {_MAX_VARINT_BYTES} bytes")
+        return read_uvarint(self.data, pos, self.end)
 
     def signed(self, pos: int, width: int) -> tuple[int, int]:
         stop = self.need(pos, width)
