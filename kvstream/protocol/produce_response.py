@@ -60,23 +60,18 @@ class ProduceAnswer(OwnResponse):
             parts.append(partition)
 
     def write_body(self, version: int, out: ChunkWriter) -> None:
-        out.write(self.encode_body(version))
-
-    def encode_body(self, version: int) -> bytes:
-        """The response body (no header) in ``version``'s layout."""
+        """The response body (no header) in ``version``'s layout, as one write."""
         if not FIRST_VERSION <= version <= LAST_VERSION:
             raise ValueError(f"Produce v{version} is not written here")
         flexible = version >= FIRST_FLEXIBLE
-        partition_struct = _PARTITION_V5 if version >= 5 else _PARTITION_V3
-        with_errors = version >= 8
-        out = bytearray()
-        write_length(out, len(self.topics), flexible)
+        body = bytearray()
+        write_length(body, len(self.topics), flexible)
         for name, parts in self.topics.items():
-            write_string(out, name, flexible)
-            write_length(out, len(parts), flexible)
+            write_string(body, name, flexible)
+            write_length(body, len(parts), flexible)
             for p in parts:
                 if version >= 5:
-                    out += partition_struct.pack(
+                    body += _PARTITION_V5.pack(
                         p.index,
                         p.error_code,
                         p.base_offset,
@@ -84,17 +79,17 @@ class ProduceAnswer(OwnResponse):
                         p.log_start_offset,
                     )
                 else:
-                    out += partition_struct.pack(
+                    body += _PARTITION_V3.pack(
                         p.index, p.error_code, p.base_offset, p.log_append_time_ms
                     )
-                if with_errors:
-                    write_length(out, 0, flexible)  # record_errors: none (whole batches fail)
-                    write_string(out, p.error_message, flexible)
+                if version >= 8:
+                    write_length(body, 0, flexible)  # record_errors: none (whole batches fail)
+                    write_string(body, p.error_message, flexible)
                 if flexible:
-                    out.append(0)  # partition tagged fields
+                    body.append(0)  # partition tagged fields
             if flexible:
-                out.append(0)  # topic tagged fields
-        out += _I32.pack(self.throttle_time_ms)
+                body.append(0)  # topic tagged fields
+        body += _I32.pack(self.throttle_time_ms)
         if flexible:
-            out.append(0)  # top-level tagged fields
-        return bytes(out)
+            body.append(0)  # top-level tagged fields
+        out.write(body)
