@@ -81,7 +81,7 @@ class Connection:
         self.served = broker.served
         self._slots: deque[Slot] = deque()
         self._space = trio.Event()  # set when fewer than MAX_IN_FLIGHT slots are queued
-        self._blocked: list[memoryview] | None = None  # unsent bytes the sender task owns
+        self._blocked: Chunks | None = None  # unsent bytes the sender task owns
         self._wake_sender = trio.Event()
         self._reading = True
         self._stopped = False
@@ -290,23 +290,25 @@ class Connection:
         if not self._reading and not slots and self._blocked is None:
             self._stop()
 
-    def _write(self, chunks: Chunks) -> list[memoryview]:
-        """Write as much of ``chunks`` as the socket takes now; return what is left."""
-        views = [memoryview(c).cast("B") for c in chunks]
-        while views:
-            batch = views[:_IOV_MAX]
+    def _write(self, chunks: Chunks) -> Chunks:
+        """Write as much of ``chunks`` as the socket takes now; return what is left (a partly
+        written chunk as a view of its rest)."""
+        start = 0
+        while start < len(chunks):
+            batch = chunks[start : start + _IOV_MAX]
             try:
                 written = os.writev(self._fd, batch)
             except BlockingIOError:
-                return views
-            while batch and written >= len(batch[0]):
-                written -= len(batch[0])
-                batch.pop(0)
-                views.pop(0)
-            if batch:  # the socket took part of this batch: its buffer is full
-                views[0] = views[0][written:]
-                return views
-        return views
+                return chunks[start:]
+            for chunk in batch:
+                size = chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
+                if written < size:  # the socket's buffer is full
+                    rest = chunks[start:]
+                    rest[0] = memoryview(chunk).cast("B")[written:]
+                    return rest
+                written -= size
+                start += 1
+        return []
 
     def _stop(self) -> None:
         self._reading = False
