@@ -1,7 +1,7 @@
 """The broker: composition root that wires config, storage, logs, writer and listeners.
 
 OWNS: start-up and shutdown order, the broker's identity (node id, advertised address, cluster
-id), topic auto-creation, the per-partition wake-ups Fetch long-polls on, and the one place a
+id), topic auto-creation, the deadline task Fetch long polls end on, and the one place a
 config value is resolved: `effective_config` layers the dynamic broker configs (KIP-226, stored
 by the log manager) over the static `config` (topic override > dynamic per-broker > dynamic
 cluster default > server.properties > default), and `topic_config` answers every topic lookup
@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import trio
@@ -30,8 +29,8 @@ from kvstream.log.cleaner import LogCleaner
 from kvstream.log.compaction import PassResult
 from kvstream.log.manager import LogManager, TopicExists
 from kvstream.log.metadata import TopicImage
-from kvstream.log.partition import PartitionLog
 from kvstream.log.writer import GroupCommitWriter
+from kvstream.server.deadlines import Deadlines
 from kvstream.storage.base import KVStore
 from kvstream.storage.open import open_store
 
@@ -59,6 +58,7 @@ class Broker:
             max_group_bytes=config.group_commit_max_bytes,
             max_queued_bytes=config.queued_max_request_bytes,
         )
+        self.deadlines = Deadlines()  # Fetch long polls' max_wait_ms
         self.node_id = config.node_id
         self.served = registry.served_versions()
         self.advertised: Listener = config.advertised_listeners[0]
@@ -178,22 +178,6 @@ class Broker:
         with `force`); the log cleaner task does the same every log.cleaner.backoff.ms."""
         return await self.cleaner.run_once(now_ms, force=force)
 
-    # -- waiting for data ----------------------------------------------------------------------
-
-    async def wait_for_appends(self, logs: Sequence[PartitionLog], timeout_s: float) -> None:
-        """Return when any of `logs` commits an append, or after `timeout_s`."""
-        if timeout_s <= 0 or not logs:
-            return
-        event = trio.Event()
-        for p in logs:
-            p.listeners.add(event.set)
-        try:
-            with trio.move_on_after(timeout_s):
-                await event.wait()
-        finally:
-            for p in logs:
-                p.listeners.discard(event.set)
-
     # -- serving -------------------------------------------------------------------------------
 
     async def serve(
@@ -203,6 +187,7 @@ class Broker:
 
         async with trio.open_nursery() as nursery:
             await nursery.start(self.writer.run)
+            await nursery.start(self.deadlines.run)
             await nursery.start(self.groups.run)
             await nursery.start(self._retention_loop)
             if self.config.get_bool("log.cleaner.enable"):

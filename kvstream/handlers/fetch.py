@@ -3,7 +3,8 @@
 Behaviour: whole batches from the one containing fetch_offset (the client skips records before
 its offset), up to partition_max_bytes per partition and max_bytes per response, always at least
 one batch per response when data exists (KIP-74). Long poll: when fewer than min_bytes are ready
-the request waits on per-partition wake-ups until max_wait_ms, never by sleeping. Both isolation
+the request waits on per-partition wake-ups until max_wait_ms, never by sleeping, and without a
+task of its own (`_LongPoll`). Both isolation
 levels read up to the high watermark: with no transactions the last stable offset equals it
 (librdkafka consumers default to read_committed and rely on a correct LSO). Topic ids from v13.
 Offsets outside [log start, log end] get OFFSET_OUT_OF_RANGE.
@@ -15,15 +16,19 @@ clients to keep sending full requests; follower fetches; preferred read replicas
 
 from __future__ import annotations
 
-import time
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+import trio
 from kio.schema.errors import ErrorCode
 
-from kvstream.handlers.registry import RequestContext, handles
+from kvstream.handlers.registry import CLOSE, Ready, RequestContext, handles
 from kvstream.log.partition import PartitionLog
 from kvstream.protocol.fetch_response import FetchAnswer, FetchPartitionAnswer
+from kvstream.server.deadlines import Deadline, Deadlines
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -92,20 +97,78 @@ def _read(wanted: list[_Wanted], max_bytes: int) -> tuple[list[list[bytes]], int
 
 
 @handles(1, versions=(4, 17))
-async def fetch(ctx: RequestContext, req: Any) -> FetchAnswer:
+def fetch(ctx: RequestContext, req: Any) -> Ready:
+    """Answers at once when min_bytes are there (or on an error, or with no wait); otherwise
+    a `_LongPoll` answers from the first append that makes min_bytes, or at max_wait_ms."""
     wanted = _plan(ctx, req)
-    max_bytes = int(req.max_bytes) if ctx.version >= 3 else 2**31 - 1
-    min_bytes = int(req.min_bytes)
+    poll = _LongPoll(wanted, int(req.max_bytes), int(req.min_bytes))
+    data, total, errors = _read(wanted, poll.max_bytes)
     wait_s = req.max_wait.total_seconds()
-    deadline = time.monotonic() + max(0.0, wait_s)
-    while True:
-        data, total, errors = _read(wanted, max_bytes)
-        remaining = deadline - time.monotonic()
-        if total >= min_bytes or errors or remaining <= 0:
-            break
-        logs = [w.log for w in wanted if w.log is not None]
-        await ctx.broker.wait_for_appends(logs, remaining)
+    if total >= poll.min_bytes or errors or wait_s <= 0:
+        poll.ready.set(_answer(wanted, data))
+    else:
+        poll.wait(ctx.broker.deadlines, trio.current_time() + wait_s)
+    return poll.ready
 
+
+class _LongPoll:
+    """One Fetch waiting for data: woken by its partitions' appends, ended by its deadline.
+
+    No task waits: the partitions' listeners and the broker's deadline task call it, and it
+    completes its `Ready`. Whatever ends it first (enough data, the deadline, the connection
+    going away) takes it off every listener set and cancels the deadline."""
+
+    __slots__ = ("deadline", "logs", "max_bytes", "min_bytes", "ready", "wanted")
+
+    def __init__(self, wanted: list[_Wanted], max_bytes: int, min_bytes: int) -> None:
+        self.wanted = wanted
+        self.max_bytes = max_bytes
+        self.min_bytes = min_bytes
+        self.ready = Ready()
+        self.logs: list[PartitionLog] = []
+        self.deadline: Deadline | None = None
+
+    def wait(self, deadlines: Deadlines, when: float) -> None:
+        self.logs = [w.log for w in self.wanted if w.log is not None]
+        for plog in self.logs:
+            plog.listeners.add(self.appended)
+        self.deadline = deadlines.call_at(when, self.expired)
+        self.ready.on_hurry = self.expired
+
+    def release(self) -> None:
+        for plog in self.logs:
+            plog.listeners.discard(self.appended)
+        self.logs = []
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def appended(self) -> None:
+        """A wanted partition committed an append (called from the writer's publish)."""
+        try:
+            data, total, errors = _read(self.wanted, self.max_bytes)
+            if total < self.min_bytes and not errors:
+                return
+            answer = _answer(self.wanted, data)
+        except Exception:
+            log.exception("fetch failed after an append; closing the connection")
+            answer = CLOSE
+        self.release()
+        self.ready.set(answer)
+
+    def expired(self) -> None:
+        """max_wait_ms passed (called from the deadline task), or the connection wants the
+        answer now: answer with what is there."""
+        self.release()
+        try:
+            answer = _answer(self.wanted, _read(self.wanted, self.max_bytes)[0])
+        except Exception:
+            log.exception("fetch failed at its max_wait; closing the connection")
+            answer = CLOSE
+        self.ready.set(answer)
+
+
+def _answer(wanted: list[_Wanted], data: list[list[bytes]]) -> FetchAnswer:
     answer = FetchAnswer()  # throttle 0, no error, session id 0 (no fetch sessions)
     for w, batches in zip(wanted, data, strict=True):
         plog = w.log

@@ -37,14 +37,21 @@ class Ready:
 
     The handler calls :meth:`set` once (with the response, or None to send nothing); the
     connection calls :meth:`on_ready` once. Whichever comes second runs the callback, in the
-    task that called it: callbacks must not block and must not raise."""
+    task that called it: callbacks must not block and must not raise.
 
-    __slots__ = ("_callback", "_done", "_response")
+    A handler that could answer early (a Fetch long poll, with what is there now) sets
+    ``on_hurry``: the connection calls it, through :meth:`hurry`, when its peer stopped sending
+    or the connection ends, so no wake-up or deadline outlives the peer. Setting :data:`CLOSE`
+    instead of a response closes the connection after the earlier answers (what an exception
+    in an ``async def`` handler does)."""
+
+    __slots__ = ("_callback", "_done", "_response", "on_hurry")
 
     def __init__(self) -> None:
         self._callback: Callable[[Any], None] | None = None
         self._done = False
         self._response: Any = None
+        self.on_hurry: Callable[[], None] | None = None
 
     def set(self, response: Any) -> None:
         if self._done:
@@ -59,6 +66,16 @@ class Ready:
         self._callback = callback
         if self._done:
             callback(self._response)
+
+    def hurry(self) -> None:
+        """Ask for the answer now (a no-op without ``on_hurry`` or once answered)."""
+        hurry, self.on_hurry = self.on_hurry, None
+        if hurry is not None and not self._done:
+            hurry()
+
+
+CLOSE: Any = object()
+"""A `Ready` response meaning: answer nothing and close the connection."""
 
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any] | Ready]

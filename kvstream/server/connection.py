@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from kvstream.handlers.registry import HANDLERS, Ready, RequestContext, advertised_versions
+from kvstream.handlers.registry import (
+    CLOSE,
+    HANDLERS,
+    Ready,
+    RequestContext,
+    advertised_versions,
+)
 from kvstream.protocol.codec import (
     API_VERSIONS_KEY,
     FrameReader,
@@ -54,13 +60,15 @@ Chunks = list[bytes | bytearray | memoryview]
 class Slot:
     """One request's place in the response order: its encoded answer once it is done."""
 
-    __slots__ = ("chunks", "close", "done")
+    __slots__ = ("chunks", "close", "done", "pending")
 
     def __init__(self, close: bool = False) -> None:
         self.chunks: Chunks | None = None
         self.close = close
         """Close the connection when this slot reaches the head (after earlier answers)."""
         self.done = close
+        self.pending: Ready | None = None
+        """The handler's `Ready` until it delivered (hurried once the peer stops sending)."""
 
 
 class Connection:
@@ -94,8 +102,11 @@ class Connection:
                 self._cancel = nursery.cancel_scope
                 nursery.start_soon(self._sender)
                 await self._reader(nursery)
-                # The peer stopped sending (or must be dropped): answer what is in flight first.
+                # The peer stopped sending (or must be dropped): answer what is in flight first,
+                # long polls with what they have now (Kafka clients close, they do not
+                # half-close: nobody may be left to wait for).
                 self._reading = False
+                self._hurry()
                 self._drain()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass  # the peer went away: nothing to answer
@@ -103,6 +114,7 @@ class Connection:
             # Answers still pending (a produce's callback after its commit) must never be
             # written once the socket is closed: its descriptor may by then be another peer's.
             self._stopped = True
+            self._hurry()  # a long poll must not keep its wake-ups and deadline
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 await self.stream.aclose()
@@ -182,6 +194,11 @@ class Connection:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return received, data
 
+    def _hurry(self) -> None:
+        for slot in list(self._slots):
+            if slot.pending is not None:
+                slot.pending.hurry()
+
     def _queue(self, slot: Slot) -> None:
         """Append an already finished slot (an error answer or a close) and write what can go."""
         self._slots.append(slot)
@@ -225,6 +242,7 @@ class Connection:
             self._complete(slot)
             return False
         if isinstance(pending, Ready):
+            slot.pending = pending
             pending.on_ready(partial(self._ready, header, slot))
         else:
             nursery.start_soon(self._finish, header, pending, slot)
@@ -232,8 +250,11 @@ class Connection:
 
     def _ready(self, header: RequestHeader, slot: Slot, response: Any) -> None:
         """A `Ready` answer arrived (in the task that completed it): encode and write it."""
+        slot.pending = None
         try:
-            if response is not None:
+            if response is CLOSE:
+                slot.close = True
+            elif response is not None:
                 slot.chunks = encode_response(
                     header.api_key, header.api_version, header.correlation_id, response
                 )
