@@ -50,8 +50,13 @@ async def _connect(b: Broker) -> trio.SocketStream:
 
 
 async def _send_fetch(
-    stream: trio.SocketStream, topic: str, wait_ms: int, min_bytes: int, correlation: int = 1
+    stream: trio.SocketStream,
+    topic: str | None,
+    wait_ms: int,
+    min_bytes: int,
+    correlation: int = 1,
 ) -> None:
+    """A Fetch of partition 0 of ``topic`` from offset 0 (of nothing when ``topic`` is None)."""
     m = load_request_schema(1, FETCH_VERSION).__module__
     mod: Any = __import__(m, fromlist=["FetchRequest"])
     req = mod.FetchRequest(
@@ -62,7 +67,9 @@ async def _send_fetch(
         isolation_level=0,
         session_id=0,
         session_epoch=-1,
-        topics=(
+        topics=()
+        if topic is None
+        else (
             mod.FetchTopic(
                 topic=topic,
                 partitions=(
@@ -217,3 +224,24 @@ async def test_a_half_closed_peer_still_gets_its_polls_answered(broker: Broker) 
             resp = await _read_fetch(stream)
     assert _values(resp.responses[0].partitions[0]) == [b"there"]
     assert not plog.listeners and len(broker.deadlines) == 0
+
+
+async def test_a_fetch_of_nothing_waits_without_holding_the_broker(broker: Broker) -> None:
+    """No partitions to wake it: the poll ends at max_wait_ms, and meanwhile the broker serves
+    others (it used to spin on the event loop until then)."""
+    plog = await _topic(broker, "other")
+    await _append(broker, plog, b"served")
+    idle, busy = await _connect(broker), await _connect(broker)
+    async with idle, busy:
+        started = trio.current_time()
+        await _send_fetch(idle, None, wait_ms=1_500, min_bytes=1)
+        await _until(lambda: len(broker.deadlines) == 1, "the empty poll to wait")
+        await _send_fetch(busy, "other", wait_ms=0, min_bytes=1)
+        with trio.fail_after(10):
+            served = await _read_fetch(busy)
+        assert len(broker.deadlines) == 1, "the empty poll ended before its max_wait"
+        with trio.fail_after(10):
+            empty = await _read_fetch(idle)
+        assert trio.current_time() - started >= 1.4
+    assert _values(served.responses[0].partitions[0]) == [b"served"]
+    assert empty.error_code == 0 and list(empty.responses) == []
