@@ -45,27 +45,39 @@ class Ready:
     instead of a response closes the connection after the earlier answers (what an exception
     in an ``async def`` handler does)."""
 
-    __slots__ = ("_callback", "_done", "_response", "on_hurry")
+    __slots__ = ("_callback", "_done", "_listened", "_response", "on_hurry")
 
     def __init__(self) -> None:
         self._callback: Callable[[Any], None] | None = None
         self._done = False
+        self._listened = False
         self._response: Any = None
         self.on_hurry: Callable[[], None] | None = None
+
+    # Once delivered, a Ready lets go of the callback, the response and on_hurry: they usually
+    # refer back to it (a slot holding this Ready, a poll whose Ready this is), and cycles left
+    # behind by every request would be freed only by the garbage collector's full passes.
 
     def set(self, response: Any) -> None:
         if self._done:
             raise RuntimeError("Ready.set called twice")
-        self._done, self._response = True, response
-        if self._callback is not None:
-            self._callback(response)
+        self._done = True
+        self.on_hurry = None
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback(response)
+        else:
+            self._response = response
 
     def on_ready(self, callback: Callable[[Any], None]) -> None:
-        if self._callback is not None:
+        if self._listened:
             raise RuntimeError("Ready.on_ready called twice")
-        self._callback = callback
+        self._listened = True
         if self._done:
-            callback(self._response)
+            response, self._response = self._response, None
+            callback(response)
+        else:
+            self._callback = callback
 
     def hurry(self) -> None:
         """Ask for the answer now (a no-op without ``on_hurry`` or once answered)."""

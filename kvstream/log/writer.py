@@ -54,9 +54,11 @@ class Operation(Generic[T]):
 
     def finish(self) -> None:
         self.done.set()
-        if self.on_done is not None:
+        # Dropped once called: the callback usually holds this operation (a cycle otherwise).
+        on_done, self.on_done = self.on_done, None
+        if on_done is not None:
             try:
-                self.on_done()
+                on_done()
             except Exception:
                 log.exception("an operation's completion callback failed")
 
