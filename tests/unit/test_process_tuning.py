@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +41,38 @@ def test_tune_malloc_keeps_freed_heap_memory() -> None:
     # mallopt accepted both settings, and the freed 4 MiB block stayed in the heap as free
     # space (with glibc's defaults it is a mapping of its own, unmapped by free).
     assert out == ["True", "True"]
+
+
+_FREEZE_PROBE = """
+import gc, os, signal, sys
+import trio
+from kvstream.broker import run_broker
+from kvstream.config import load_config
+
+config = load_config(None, ["listeners=PLAINTEXT://127.0.0.1:0", "log.dirs=" + sys.argv[1],
+                            "storage.engine=memory"])
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_broker, config)
+        for _ in range(1000):  # 10 s at most
+            if gc.get_freeze_count():
+                break
+            await trio.sleep(0.01)
+        print(gc.get_freeze_count())
+        os.kill(os.getpid(), signal.SIGTERM)  # run_broker's own clean shutdown
+
+trio.run(main)
+"""
+
+
+def test_the_start_up_heap_is_frozen_once_the_broker_listens(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _FREEZE_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    # Modules, classes and kio's schemas: tens of thousands of objects the collector skips.
+    assert int(out[-1]) > 10_000
