@@ -110,3 +110,63 @@ async def test_no_bound_by_default_and_refused_operations_free_their_bytes() -> 
         assert isinstance(refused.error, ValueError)
         assert writer.queued_bytes == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_cancelling_the_writer_waits_for_the_commit_in_the_thread() -> None:
+    """The broker closes the store after the writer's task ended: a group that is in the
+    commit thread must have finished by then, and nothing after it may start."""
+    store = GatedStore()
+    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+    ended = trio.Event()
+
+    async def run_writer(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await writer.run(task_status=task_status)
+        finally:
+            ended.set()
+
+    async def host(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        async with trio.open_nursery() as inner:
+            await inner.start(run_writer)
+            task_status.started(inner.cancel_scope)
+
+    async with trio.open_nursery() as nursery:
+        scope = await nursery.start(host)
+        first = writer.submit(op(b"a", 1))
+        await trio.to_thread.run_sync(store.entered.wait, 30)  # "a" is in the thread
+        later = writer.submit(op(b"b", 1))  # queued behind it
+        scope.cancel()
+        await trio.sleep(0.05)
+        assert not ended.is_set(), "the writer ended while its commit was still running"
+        store.entered.clear()
+        store.gate.set()
+        with trio.fail_after(10):
+            await ended.wait()
+    assert ended.is_set()
+    assert first.done.is_set() and first.error is None
+    with store.inner.read() as txn:
+        assert txn.get(b"a") == b"v"
+        assert not later.done.is_set() and txn.get(b"b") is None  # never started
+    assert not store.entered.is_set()
+
+
+async def test_a_failing_completion_stops_the_writer() -> None:
+    """A bug in publishing must not leave the writer silently idle: its task raises."""
+    store = GatedStore()
+    store.gate.set()
+    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+
+    def publish(_: Any) -> None:
+        raise KeyboardInterrupt  # not an Exception: publish's own guard lets it through
+
+    broken = Operation(lambda staged: staged.put(b"k", b"v"), publish, size=1)
+    with trio.fail_after(10):
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(writer.run)
+                writer.submit(broken)
+                await trio.sleep_forever()
+        except BaseExceptionGroup as group:
+            assert group.subgroup(KeyboardInterrupt) is not None
+        else:
+            raise AssertionError("the writer kept running")
