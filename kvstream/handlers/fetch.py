@@ -17,14 +17,16 @@ clients to keep sending full requests; follower fetches; preferred read replicas
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 from kio.schema.errors import ErrorCode
 
 from kvstream.handlers.registry import CLOSE, Ready, RequestContext, handles
+from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import PartitionLog
+from kvstream.protocol.fetch_request import FetchRequestBody
 from kvstream.protocol.fetch_response import FetchAnswer, FetchPartitionAnswer
 from kvstream.server.deadlines import Deadline, Deadlines
 
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Wanted:
-    topic_key: Any  # name (v4-12) or topic id (v13+), echoed back as given
+    topic_key: str | uuid.UUID  # name (v4-12) or topic id (v13+), echoed back as given
     partition: int
     offset: int
     max_bytes: int
@@ -41,27 +43,28 @@ class _Wanted:
     error: ErrorCode
 
 
-def _plan(ctx: RequestContext, req: Any) -> list[_Wanted]:
+def _plan(ctx: RequestContext, req: FetchRequestBody) -> list[_Wanted]:
     logs = ctx.broker.logs
-    by_id = ctx.version >= 13
     wanted: list[_Wanted] = []
     for t in req.topics:
-        if by_id:
+        key: str | uuid.UUID
+        topic: TopicImage | None
+        if t.topic_id is not None:  # v13+
             key = t.topic_id
             topic = logs.image.by_id.get(t.topic_id)
             missing = ErrorCode.unknown_topic_id
         else:
-            key = t.topic
-            topic = logs.topic(t.topic)
+            key = t.topic or ""
+            topic = logs.topic(key)
             missing = ErrorCode.unknown_topic_or_partition
         for p in t.partitions:
-            plog = logs.partition(topic, int(p.partition)) if topic is not None else None
+            plog = logs.partition(topic, p.partition) if topic is not None else None
             wanted.append(
                 _Wanted(
                     key,
-                    int(p.partition),
-                    int(p.fetch_offset),
-                    int(p.partition_max_bytes),
+                    p.partition,
+                    p.fetch_offset,
+                    p.partition_max_bytes,
                     plog,
                     ErrorCode.none if plog is not None else missing,
                 )
@@ -97,13 +100,13 @@ def _read(wanted: list[_Wanted], max_bytes: int) -> tuple[list[list[bytes]], int
 
 
 @handles(1, versions=(4, 17))
-def fetch(ctx: RequestContext, req: Any) -> Ready:
+def fetch(ctx: RequestContext, req: FetchRequestBody) -> Ready:
     """Answers at once when min_bytes are there (or on an error, or with no wait); otherwise
     a `_LongPoll` answers from the first append that makes min_bytes, or at max_wait_ms."""
     wanted = _plan(ctx, req)
     poll = _LongPoll(wanted, int(req.max_bytes), int(req.min_bytes))
     data, total, errors = _read(wanted, poll.max_bytes)
-    wait_s = req.max_wait.total_seconds()
+    wait_s = req.max_wait_ms / 1000
     if total >= poll.min_bytes or errors or wait_s <= 0:
         poll.ready.set(_answer(wanted, data))
     else:

@@ -7,9 +7,11 @@ header v0/v1 as a list of chunks for one scatter/gather write, and the ApiVersio
 tagged fields).
 
 Produce bodies (v3-12) are read by kvstream.protocol.produce_request instead of kio, so that
-their records stay views of the frame (kio copies them); their request header (v1/v2) is read
-by hand here. Responses that subclass `OwnResponse` (Produce and Fetch answers,
-produce_response and fetch_response) write their own bodies; the codec adds the header.
+their records stay views of the frame (kio copies them), and Fetch bodies (v4-17) by
+kvstream.protocol.fetch_request (a Fetch per few records is the most frequent request); their
+request header (v1/v2) is read by hand here. Responses that subclass `OwnResponse` (Produce
+and Fetch answers, produce_response and fetch_response) write their own bodies; the codec adds
+the header.
 Versions kio has no schema for are served through OWN_SCHEMAS: a hand-written body reader and
 writer per (API key, version), whose requests decode into (and responses are built from) the
 kio classes of a *model* version with the same fields, so a handler serves them like any other
@@ -36,7 +38,7 @@ from kio.index import load_payload_module, load_request_schema, load_response_sc
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
-from kvstream.protocol import produce_request
+from kvstream.protocol import fetch_request, produce_request
 from kvstream.protocol.primitives import read_uvarint
 from kvstream.protocol.tagged import check_layout, strip_unknown_tagged_fields
 
@@ -44,6 +46,7 @@ FRAME_SIZE: Final = struct.Struct(">i")
 _PEEK: Final = struct.Struct(">hhi")
 API_VERSIONS_KEY: Final = 18
 PRODUCE_KEY: Final = 0
+FETCH_KEY: Final = 1
 _SMALL_WRITE: Final = 4096
 
 
@@ -358,6 +361,19 @@ def _decode_produce(
     return RequestHeader(PRODUCE_KEY, version, correlation_id, client_id), body
 
 
+def _decode_fetch(
+    frame: bytes | memoryview, version: int, correlation_id: int
+) -> tuple[RequestHeader, Any]:
+    """Fetch through kvstream.protocol.fetch_request."""
+    view = memoryview(frame).toreadonly()
+    client_id, header_size = _read_header(view, FETCH_KEY, version)
+    try:
+        body = fetch_request.read_fetch_body(view, header_size, version)
+    except ValueError as exc:
+        raise ProtocolError(f"malformed API 1 v{version} request: {exc}") from exc
+    return RequestHeader(FETCH_KEY, version, correlation_id, client_id), body
+
+
 def decode_request(
     frame: bytes | memoryview, served: dict[int, tuple[int, int]]
 ) -> tuple[RequestHeader, Any]:
@@ -382,6 +398,11 @@ def decode_request(
         and produce_request.FIRST_VERSION <= version <= produce_request.LAST_VERSION
     ):
         return _decode_produce(frame, version, correlation_id)
+    if (
+        api_key == FETCH_KEY
+        and fetch_request.FIRST_VERSION <= version <= fetch_request.LAST_VERSION
+    ):
+        return _decode_fetch(frame, version, correlation_id)
     try:
         read_header, read_body, _ = _request_codec(api_key, version)
     except Exception as exc:  # kio has no schema for this version (e.g. Produce v0-2)

@@ -366,6 +366,32 @@ def produce_as_kio(req: Any) -> tuple[Any, ...]:
     )
 
 
+def fetch_as_kio(req: Any) -> tuple[Any, ...]:
+    """The Fetch fields the broker reads, from kio's request or from ours."""
+    wait = getattr(req, "max_wait_ms", None)
+    if wait is None:
+        wait = req.max_wait // datetime.timedelta(milliseconds=1)
+    return (
+        wait,
+        int(req.min_bytes),
+        int(req.max_bytes),
+        int(req.isolation_level),
+        int(getattr(req, "session_id", 0)),
+        int(getattr(req, "session_epoch", -1)),
+        tuple(
+            (
+                getattr(t, "topic", None),
+                getattr(t, "topic_id", None),
+                tuple(
+                    (int(p.partition), int(p.fetch_offset), int(p.partition_max_bytes))
+                    for p in t.partitions
+                ),
+            )
+            for t in req.topics
+        ),
+    )
+
+
 @pytest.mark.parametrize(("api_key", "version"), CASES)
 def test_decode_request_round_trip(api_key: int, version: int) -> None:
     body = BUILDERS[api_key](version)
@@ -374,6 +400,9 @@ def test_decode_request_round_trip(api_key: int, version: int) -> None:
     assert header == RequestHeader(api_key, version, -123456, "cid")
     if api_key == 0:  # read by kvstream.protocol.produce_request: same fields, records as views
         assert produce_as_kio(decoded) == produce_as_kio(body)
+        return
+    if api_key == 1:  # read by kvstream.protocol.fetch_request: the fields the handler uses
+        assert fetch_as_kio(decoded) == fetch_as_kio(body)
         return
     assert type(decoded) is type(body)
     assert decoded == body
