@@ -348,30 +348,36 @@ def _decode_own(
     return RequestHeader(api_key, version, correlation_id, client_id), body
 
 
-def _decode_produce(
-    frame: bytes | memoryview, version: int, correlation_id: int
-) -> tuple[RequestHeader, Any]:
-    """Produce through kvstream.protocol.produce_request (records stay views of ``frame``)."""
-    view = memoryview(frame).toreadonly()
-    client_id, header_size = _read_header(view, PRODUCE_KEY, version)
-    try:
-        body = produce_request.read_produce_body(view, header_size, version)
-    except ValueError as exc:
-        raise ProtocolError(f"malformed API 0 v{version} request: {exc}") from exc
-    return RequestHeader(PRODUCE_KEY, version, correlation_id, client_id), body
+# Bodies read by hand (see the module docstring): API key -> (first version, last version, reader).
+_READ_BY_HAND: Final[dict[int, tuple[int, int, Callable[[memoryview, int, int], Any]]]] = {
+    PRODUCE_KEY: (
+        produce_request.FIRST_VERSION,
+        produce_request.LAST_VERSION,
+        produce_request.read_produce_body,
+    ),
+    FETCH_KEY: (
+        fetch_request.FIRST_VERSION,
+        fetch_request.LAST_VERSION,
+        fetch_request.read_fetch_body,
+    ),
+}
 
 
-def _decode_fetch(
-    frame: bytes | memoryview, version: int, correlation_id: int
+def _decode_by_hand(
+    frame: bytes | memoryview,
+    api_key: int,
+    version: int,
+    correlation_id: int,
+    read_body: Callable[[memoryview, int, int], Any],
 ) -> tuple[RequestHeader, Any]:
-    """Fetch through kvstream.protocol.fetch_request."""
+    """A body read by our own reader (Produce's records stay views of ``frame``)."""
     view = memoryview(frame).toreadonly()
-    client_id, header_size = _read_header(view, FETCH_KEY, version)
+    client_id, header_size = _read_header(view, api_key, version)
     try:
-        body = fetch_request.read_fetch_body(view, header_size, version)
+        body = read_body(view, header_size, version)
     except ValueError as exc:
-        raise ProtocolError(f"malformed API 1 v{version} request: {exc}") from exc
-    return RequestHeader(FETCH_KEY, version, correlation_id, client_id), body
+        raise ProtocolError(f"malformed API {api_key} v{version} request: {exc}") from exc
+    return RequestHeader(api_key, version, correlation_id, client_id), body
 
 
 def decode_request(
@@ -393,16 +399,9 @@ def decode_request(
     own = OWN_SCHEMAS.get((api_key, version))
     if own is not None:
         return _decode_own(own, frame, api_key, version, correlation_id)
-    if (
-        api_key == PRODUCE_KEY
-        and produce_request.FIRST_VERSION <= version <= produce_request.LAST_VERSION
-    ):
-        return _decode_produce(frame, version, correlation_id)
-    if (
-        api_key == FETCH_KEY
-        and fetch_request.FIRST_VERSION <= version <= fetch_request.LAST_VERSION
-    ):
-        return _decode_fetch(frame, version, correlation_id)
+    by_hand = _READ_BY_HAND.get(api_key)
+    if by_hand is not None and by_hand[0] <= version <= by_hand[1]:
+        return _decode_by_hand(frame, api_key, version, correlation_id, by_hand[2])
     try:
         read_header, read_body, _ = _request_codec(api_key, version)
     except Exception as exc:  # kio has no schema for this version (e.g. Produce v0-2)

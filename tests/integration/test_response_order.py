@@ -9,7 +9,6 @@ writes block part-way; every answer must then arrive whole, once, and in order.
 from __future__ import annotations
 
 import datetime
-import io
 import socket
 import struct
 import time
@@ -20,9 +19,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.api_versions.v0.request import ApiVersionsRequest
 from kio.schema.fetch.v4.request import FetchPartition, FetchRequest, FetchTopic
-from kio.serial import entity_writer
 
 from tests.integration.broker import BrokerProcess
+from tests.integration.wire import request_frame
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,19 +31,7 @@ RECV_TIMEOUT_S = 20.0
 
 
 def frame(request: Any, correlation_id: int) -> bytes:
-    cls = type(request)
-    header_cls = cls.__header_schema__
-    header = header_cls(
-        request_api_key=int(cls.__api_key__),
-        request_api_version=int(cls.__version__),
-        correlation_id=correlation_id,
-        client_id="order-test",
-    )
-    out = io.BytesIO()
-    entity_writer(header_cls)(out, header)
-    entity_writer(cls)(out, request)
-    payload = out.getvalue()
-    return struct.pack(">i", len(payload)) + payload
+    return request_frame(request, correlation_id, "order-test")
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:

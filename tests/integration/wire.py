@@ -27,6 +27,23 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def request_frame(request: Any, correlation_id: int, client_id: str | None) -> bytes:
+    """``request`` framed as a Kafka client sends it (size prefix, header, body), through kio."""
+    cls = type(request)
+    header_cls = cls.__header_schema__
+    header = header_cls(
+        request_api_key=int(cls.__api_key__),
+        request_api_version=int(cls.__version__),
+        correlation_id=correlation_id,
+        client_id=client_id,
+    )
+    out = io.BytesIO()
+    entity_writer(header_cls)(out, header)
+    entity_writer(cls)(out, request)
+    payload = out.getvalue()
+    return struct.pack(">i", len(payload)) + payload
+
+
 class WireClient:
     def __init__(self, bootstrap: str) -> None:
         host, port = bootstrap.rsplit(":", 1)
@@ -46,18 +63,7 @@ class WireClient:
         cls = type(request)
         api_key, version = int(cls.__api_key__), int(cls.__version__)
         self.correlation += 1
-        header_cls = cls.__header_schema__
-        header = header_cls(
-            request_api_key=api_key,
-            request_api_version=version,
-            correlation_id=self.correlation,
-            client_id="kvstream-tests",
-        )
-        out = io.BytesIO()
-        entity_writer(header_cls)(out, header)
-        entity_writer(cls)(out, request)
-        payload = out.getvalue()
-        self.sock.sendall(struct.pack(">i", len(payload)) + payload)
+        self.sock.sendall(request_frame(request, self.correlation, "kvstream-tests"))
         if not expect_response:
             return None
         (size,) = struct.unpack(">i", _recv_exactly(self.sock, 4))

@@ -8,7 +8,6 @@ the memory engine, bound to 127.0.0.1 port 0.
 from __future__ import annotations
 
 import datetime
-import io
 import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,12 +16,13 @@ from typing import Any
 
 import trio
 from kio.index import load_request_schema, load_response_schema
-from kio.serial import entity_reader, entity_writer
+from kio.serial import entity_reader
 
 from kvstream.broker import Broker, open_broker
 from kvstream.config import load_config
 from kvstream.log.partition import PartitionLog
 from kvstream.protocol import records
+from tests.integration.wire import request_frame
 
 FETCH_VERSION = 12  # topics by name
 PRODUCE_VERSION = 9
@@ -94,19 +94,7 @@ def produce_request(topic: str, value: bytes) -> Any:
 
 
 async def send(stream: trio.SocketStream, request: Any, correlation: int = 1) -> None:
-    cls = type(request)
-    header_cls = cls.__header_schema__
-    header = header_cls(
-        request_api_key=int(cls.__api_key__),
-        request_api_version=int(cls.__version__),
-        correlation_id=correlation,
-        client_id="inproc-test",
-    )
-    out = io.BytesIO()
-    entity_writer(header_cls)(out, header)
-    entity_writer(cls)(out, request)
-    payload = out.getvalue()
-    await stream.send_all(struct.pack(">i", len(payload)) + payload)
+    await stream.send_all(request_frame(request, correlation, "inproc-test"))
 
 
 async def _receive_exactly(stream: trio.SocketStream, n: int) -> bytes:

@@ -41,6 +41,7 @@ from kvstream.protocol.codec import (
     has_field,
     peek_header,
 )
+from tests.integration.wire import request_frame
 
 SERVED: dict[int, tuple[int, int]] = {
     0: (3, 12),
@@ -66,18 +67,7 @@ def _encode_request(
     body: Any, correlation_id: int = 7, client_id: str | None = "test-client"
 ) -> bytes:
     """A request frame (without the size prefix) as a Kafka client encodes it, through kio."""
-    cls = type(body)
-    header_cls = cls.__header_schema__
-    header = header_cls(
-        request_api_key=cls.__api_key__,
-        request_api_version=cls.__version__,
-        correlation_id=correlation_id,
-        client_id=client_id,
-    )
-    buf = io.BytesIO()
-    entity_writer(header_cls)(buf, header)
-    entity_writer(cls)(buf, body)
-    return buf.getvalue()
+    return request_frame(body, correlation_id, client_id)[4:]
 
 
 def _batch() -> bytes:
