@@ -39,8 +39,9 @@ class _Wanted:
     partition: int
     offset: int
     max_bytes: int
-    log: PartitionLog | None
+    log: PartitionLog | None  # None once the partition is unknown (or its topic was deleted)
     error: ErrorCode
+    missing: ErrorCode  # the error code for a partition that is not there
 
 
 def _plan(ctx: RequestContext, req: FetchRequestBody) -> list[_Wanted]:
@@ -67,6 +68,7 @@ def _plan(ctx: RequestContext, req: FetchRequestBody) -> list[_Wanted]:
                     p.partition_max_bytes,
                     plog,
                     ErrorCode.none if plog is not None else missing,
+                    missing,
                 )
             )
     return wanted
@@ -79,6 +81,8 @@ def _read(wanted: list[_Wanted], max_bytes: int) -> tuple[list[list[bytes]], int
     errors = False
     for w in wanted:
         plog = w.log
+        if plog is not None and plog.deleted:  # deleted while the request waited
+            w.log, w.error, plog = None, w.missing, None
         if plog is None:
             out.append([])
             errors = True

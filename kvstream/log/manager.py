@@ -190,6 +190,7 @@ class LogManager:
             for p in range(topic.partitions):
                 log = self.partitions.pop((topic.topic_id, p), None)
                 if log is not None:
+                    log.deleted = True
                     for notify in list(log.listeners):
                         notify()
 

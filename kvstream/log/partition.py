@@ -111,6 +111,9 @@ class PartitionLog:
         self.producers: dict[int, ProducerEntry] = {}
         self.staged_producers: dict[int, ProducerEntry] = {}
         self.listeners: set[Callable[[], None]] = set()
+        """Called after each commit that published appends here, and once when it is deleted."""
+        self.deleted = False
+        """Set (before the listeners are called) when its topic's deletion committed."""
         self._batch_lo = keys.partition_prefix(keys.BATCH, topic_id, partition)
         self._index_lo = keys.partition_prefix(keys.INDEX, topic_id, partition)
 

@@ -124,3 +124,22 @@ async def test_a_fetch_of_nothing_waits_without_holding_the_broker(broker: Broke
         assert trio.current_time() - started >= 1.4
     assert values(served.responses[0].partitions[0]) == [b"served"]
     assert empty.error_code == 0 and list(empty.responses) == []
+
+
+async def test_a_poll_on_a_topic_deleted_meanwhile_ends_with_its_error(broker: Broker) -> None:
+    """Deleting the topic wakes its polls, which answer UNKNOWN_TOPIC_OR_PARTITION at once
+    instead of waiting out max_wait_ms on a partition that is gone."""
+    plog = await topic(broker, "doomed")
+    image = broker.logs.topic("doomed")
+    assert image is not None
+    stream = await connect(broker)
+    async with stream:
+        await send(stream, fetch_request("doomed", wait_ms=600_000, min_bytes=1))
+        await until(lambda: len(plog.listeners) == 1, "the poll to wait")
+        await broker.writer.submit(broker.logs.delete_topic_op(image)).wait()
+        with trio.fail_after(10):
+            resp = await read_fetch(stream)
+    part = resp.responses[0].partitions[0]
+    assert part.error_code == 3  # UNKNOWN_TOPIC_OR_PARTITION
+    assert part.records in (None, b"") and part.high_watermark == -1
+    assert not plog.listeners and len(broker.deadlines) == 0
