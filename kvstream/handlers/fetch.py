@@ -108,7 +108,7 @@ def fetch(ctx: RequestContext, req: FetchRequestBody) -> Ready:
     """Answers at once when min_bytes are there (or on an error, or with no wait); otherwise
     a `_LongPoll` answers from the first append that makes min_bytes, or at max_wait_ms."""
     wanted = _plan(ctx, req)
-    poll = _LongPoll(wanted, int(req.max_bytes), int(req.min_bytes))
+    poll = _LongPoll(wanted, req.max_bytes, req.min_bytes)
     data, total, errors = _read(wanted, poll.max_bytes)
     wait_s = req.max_wait_ms / 1000
     if total >= poll.min_bytes or errors or wait_s <= 0:
@@ -152,26 +152,23 @@ class _LongPoll:
 
     def appended(self) -> None:
         """A wanted partition committed an append (called from the writer's publish)."""
-        try:
-            data, total, errors = _read(self.wanted, self.max_bytes)
-            if total < self.min_bytes and not errors:
-                return
-            answer = _answer(self.wanted, data)
-        except Exception:
-            log.exception("fetch failed after an append; closing the connection")
-            answer = CLOSE
-        self.release()
-        self.ready.set(answer)
+        self._answer_if(enough_only=True)
 
     def expired(self) -> None:
         """max_wait_ms passed (called from the deadline task), or the connection wants the
         answer now: answer with what is there."""
-        self.release()
+        self._answer_if(enough_only=False)
+
+    def _answer_if(self, enough_only: bool) -> None:
         try:
-            answer = _answer(self.wanted, _read(self.wanted, self.max_bytes)[0])
+            data, total, errors = _read(self.wanted, self.max_bytes)
+            if enough_only and total < self.min_bytes and not errors:
+                return
+            answer = _answer(self.wanted, data)
         except Exception:
-            log.exception("fetch failed at its max_wait; closing the connection")
+            log.exception("fetch failed while it waited; closing the connection")
             answer = CLOSE
+        self.release()
         self.ready.set(answer)
 
 
