@@ -76,3 +76,29 @@ def test_the_start_up_heap_is_frozen_once_the_broker_listens(tmp_path: Path) -> 
     ).stdout.split()
     # Modules, classes and kio's schemas: tens of thousands of objects the collector skips.
     assert int(out[-1]) > 10_000
+
+
+_HYPOTHESIS_PROBE = """
+import importlib.util, sys
+assert importlib.util.find_spec("hypothesis") is not None, "the test extras install Hypothesis"
+from kvstream.cli import _without_hypothesis
+with _without_hypothesis():
+    import kvstream.broker
+import trio._core._run as trio_run
+print("hypothesis" in sys.modules, "pytest" in sys.modules, trio_run._ALLOW_DETERMINISTIC_SCHEDULING)
+import hypothesis  # the block ended with the import: the library is importable again
+print("hypothesis" in sys.modules)
+"""
+
+
+def test_the_broker_process_does_not_import_hypothesis() -> None:
+    # kio imports Hypothesis when it can, which switches trio's scheduler to its deterministic
+    # test mode and loads pytest; `kvstream serve` imports the broker without it.
+    out = subprocess.run(
+        [sys.executable, "-c", _HYPOTHESIS_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert out == ["False", "False", "False", "True"]
