@@ -41,8 +41,10 @@ Scenarios (counts divided by 10 with --quick):
 
 Each scenario line also carries the CPU seconds used meanwhile by the client (this process), the
 broker, and everything else on the machine (``other_cpu_s``: well above 0 means a noisy run),
-and produce lines carry ``enqueue_s``, the time the client's own produce() loop took: when it is
-close to ``seconds`` the client, not the broker, set the rate.
+kvstream's lines the CPU seconds of its event loop's thread (``broker_loop_cpu_s``: close to
+the scenario's wall time means the loop was saturated), and produce lines carry ``enqueue_s``,
+the time the client's own produce() loop took: when it is close to ``seconds`` the client, not
+the broker, set the rate.
 
 Every count is checked exactly (delivery reports without error, every offset seen once); a
 failed check, a client error or a deadline is reported as an ``error`` field in that scenario's
@@ -214,10 +216,12 @@ def proc_status_kb(pid: int, key: str) -> int | None:
     return None
 
 
-def proc_cpu_s(pid: int) -> tuple[float, float] | None:
-    """(user, system) CPU seconds consumed so far by a process (from /proc/<pid>/stat)."""
+def proc_cpu_s(pid: int, tid: int | None = None) -> tuple[float, float] | None:
+    """(user, system) CPU seconds consumed so far by a process (from /proc/<pid>/stat), or by
+    one of its threads (/proc/<pid>/task/<tid>/stat)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(path).read_text()
         fields = stat[stat.rindex(")") + 2 :].split()
         tick = os.sysconf("SC_CLK_TCK")
         return int(fields[11]) / tick, int(fields[12]) / tick  # utime, stime: fields 14, 15
@@ -345,6 +349,14 @@ class Broker:
 
     def cpu_user_sys(self) -> tuple[float, float] | None:
         return proc_cpu_s(self.pid()) if self.alive() else None
+
+    def loop_cpu_s(self) -> float | None:
+        """kvstream's main thread (its event loop): near 1 s per second means a saturated loop."""
+        if self.kind != "kvstream" or not self.alive():
+            return None
+        pid = self.pid()
+        times = proc_cpu_s(pid, tid=pid)
+        return None if times is None else sum(times)
 
     def stop(self) -> None:
         self._sampler_stop.set()
@@ -1068,6 +1080,7 @@ def cpu_meter(broker: Broker, row: Row) -> Iterator[None]:
     part of the benchmark competing for the same cores. Well above zero means a noisy run.
     """
     c0, b0, m0 = self_cpu_s(), broker.cpu_user_sys(), machine_busy_s()
+    loop0 = broker.loop_cpu_s()
     w0 = time.perf_counter()
     row["loadavg_1m"] = round(os.getloadavg()[0], 2)
     try:
@@ -1080,6 +1093,9 @@ def cpu_meter(broker: Broker, row: Row) -> Iterator[None]:
             broker_s = sum(b1) - sum(b0)
             row["broker_cpu_s"] = round(broker_s, 3)
             row["broker_sys_s"] = round(b1[1] - b0[1], 3)  # kernel part: syscalls, fsync, copies
+            loop1 = broker.loop_cpu_s()
+            if loop0 is not None and loop1 is not None:
+                row["broker_loop_cpu_s"] = round(loop1 - loop0, 3)
             if m0 is not None and m1 is not None:
                 # The group scenario's member processes are client too (0 elsewhere).
                 client_s = (c1 - c0) + float(row.get("consumers_cpu_s", 0.0))
