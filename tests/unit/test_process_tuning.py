@@ -85,7 +85,8 @@ from kvstream.cli import _without_hypothesis
 with _without_hypothesis():
     import kvstream.broker
 import trio._core._run as trio_run
-print("hypothesis" in sys.modules, "pytest" in sys.modules, trio_run._ALLOW_DETERMINISTIC_SCHEDULING)
+deterministic = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
+print("hypothesis" in sys.modules, "pytest" in sys.modules, deterministic)
 import hypothesis  # the block ended with the import: the library is importable again
 print("hypothesis" in sys.modules)
 """
