@@ -25,16 +25,25 @@ from kio.schema.errors import ErrorCode
 from kvstream.handlers._common import error_for
 from kvstream.handlers.registry import Ready, RequestContext, handles
 from kvstream.log.compaction import is_compacted
-from kvstream.log.partition import StagedAppend
+from kvstream.log.partition import PartitionLog, StagedAppend
 from kvstream.log.writer import Operation
 from kvstream.protocol import records
 from kvstream.protocol.produce_response import PartitionAnswer, ProduceAnswer
 
 MAX_UNCOMPRESSED = 64 * 1024 * 1024
 
+# One partition of a request: topic name, index, its append (None when refused before the
+# writer), error code, error message, and its log (None when refused before the writer).
+_Result = tuple[
+    str, int, Operation[StagedAppend] | None, ErrorCode, str | None, PartitionLog | None
+]
 
-def _check(data: bytes | memoryview | None, max_message_bytes: int) -> list[bytearray]:
-    """Split and verify one partition's records; raise with the Kafka reason.
+
+def _check(
+    data: bytes | memoryview | None, max_message_bytes: int
+) -> tuple[list[bytearray], list[records.BatchHeader]]:
+    """Split and verify one partition's records; raise with the Kafka reason. Returns the
+    batches and their headers.
 
     ``data`` is a view of the request frame (kvstream.protocol.produce_request), valid until the
     connection reads its next frame: the batches returned are the copies that live on."""
@@ -42,6 +51,7 @@ def _check(data: bytes | memoryview | None, max_message_bytes: int) -> list[byte
         raise records.InvalidRecordBatch("no record batches")
     view = memoryview(data)
     out: list[bytearray] = []
+    headers: list[records.BatchHeader] = []
     for batch in records.split_batches(view):
         header = records.parse_header(batch)
         if header.size > max_message_bytes:
@@ -52,7 +62,8 @@ def _check(data: bytes | memoryview | None, max_message_bytes: int) -> list[byte
             raise records.InvalidCrc("record batch CRC mismatch")
         records.validate_batch(batch, MAX_UNCOMPRESSED, header)
         out.append(bytearray(batch))
-    return out
+        headers.append(header)
+    return out, headers
 
 
 def _check_keys(batches: list[bytearray], topic: str, partition: int) -> None:
@@ -101,57 +112,59 @@ def produce(ctx: RequestContext, req: Any) -> Ready:
     broker = ctx.broker
     logs = broker.logs
     acks = int(req.acks)
-    # (topic name, partition, op or None, error code, message)
-    results: list[tuple[str, int, Operation[StagedAppend] | None, ErrorCode, str | None]] = []
+    results: list[_Result] = []
     for topic_data in req.topic_data:
         name = topic_data.name
         topic = logs.topic(name)
         for pdata in topic_data.partition_data:
             index = int(pdata.index)
             if acks not in (-1, 0, 1):
-                results.append((name, index, None, ErrorCode.invalid_required_acks, None))
+                results.append((name, index, None, ErrorCode.invalid_required_acks, None, None))
                 continue
             plog = logs.partition(topic, index) if topic is not None else None
             if topic is None or plog is None:
-                results.append((name, index, None, ErrorCode.unknown_topic_or_partition, None))
+                results.append(
+                    (name, index, None, ErrorCode.unknown_topic_or_partition, None, None)
+                )
                 continue
             max_bytes = int(broker.topic_config(topic, "max.message.bytes") or 1048588)
             try:
-                batches = _check(pdata.records, max_bytes)
+                batches, headers = _check(pdata.records, max_bytes)
                 if is_compacted(broker.topic_config(topic, "cleanup.policy") or ""):
                     _check_keys(batches, name, index)
             except (records.InvalidRecordBatch, _TooLarge, _TxnState, _NoKey) as exc:
-                results.append((name, index, None, _code(exc), str(exc)))
+                results.append((name, index, None, _code(exc), str(exc), None))
                 continue
             append_time = broker.topic_config(topic, "message.timestamp.type") == "LogAppendTime"
-            op = broker.writer.submit(logs.append_op(plog, batches, log_append_time=append_time))
-            results.append((name, index, op, ErrorCode.none, None))
+            op = broker.writer.submit(
+                logs.append_op(plog, batches, log_append_time=append_time, headers=headers)
+            )
+            results.append((name, index, op, ErrorCode.none, None, plog))
     return _respond(ctx, acks, results)
 
 
 def _respond(
     ctx: RequestContext,
     acks: int,
-    results: list[tuple[str, int, Operation[StagedAppend] | None, ErrorCode, str | None]],
+    results: list[_Result],
 ) -> Ready:
     ready = Ready()
     if acks == 0:
         ready.set(None)
         return ready
-    logs = ctx.broker.logs
     answer = ProduceAnswer()  # throttle_time_ms 0: kvstream has no quotas
-    pending: list[tuple[PartitionAnswer, str, Operation[StagedAppend]]] = []
-    for name, index, op, code, message in results:
+    pending: list[tuple[PartitionAnswer, PartitionLog, Operation[StagedAppend]]] = []
+    for name, index, op, code, message, plog in results:
         part = PartitionAnswer(index, code.value, error_message=message)
         answer.add(name, part)
-        if op is not None:
-            pending.append((part, name, op))
+        if op is not None and plog is not None:
+            pending.append((part, plog, op))
     if not pending:
         ready.set(answer)
         return ready
     left = len(pending)
 
-    def finished(part: PartitionAnswer, name: str, op: Operation[StagedAppend]) -> None:
+    def finished(part: PartitionAnswer, plog: PartitionLog, op: Operation[StagedAppend]) -> None:
         nonlocal left
         try:
             if op.error is not None:
@@ -161,15 +174,13 @@ def _respond(
                 raise RuntimeError("append finished without a result")
             part.base_offset = appended.base_offset
             part.log_append_time_ms = appended.log_append_time
-            topic = logs.topic(name)
-            plog = logs.partition(topic, part.index) if topic is not None else None
-            part.log_start_offset = plog.log_start_offset if plog is not None else -1
+            part.log_start_offset = plog.log_start_offset
         except Exception as exc:  # this partition's error; the request is always answered
             part.error_code, part.error_message = _code(exc).value, str(exc)
         left -= 1
         if left == 0:
             ready.set(answer)
 
-    for part, name, op in pending:
-        op.on_done = partial(finished, part, name, op)
+    for part, plog, op in pending:
+        op.on_done = partial(finished, part, plog, op)
     return ready

@@ -94,6 +94,13 @@ def partition_prefix(prefix: bytes, topic_id: uuid.UUID, partition: int) -> byte
     return prefix + _TP.pack(topic_id.bytes, partition)
 
 
+def key_at(partition_range: bytes, offset: int) -> bytes:
+    """The key of ``offset`` in a partition's range (a :func:`partition_prefix`): equal to
+    :func:`batch_key` / :func:`index_key` / :func:`producer_key` under that prefix, without
+    encoding the topic id again (the partition log keeps its prefixes)."""
+    return partition_range + BE64.pack(offset)
+
+
 def topic_prefix(prefix: bytes, topic_id: uuid.UUID) -> bytes:
     return prefix + topic_id.bytes
 

@@ -34,6 +34,7 @@ from kvstream.log.partition import AppendError, PartitionLog, StagedAppend, iter
 from kvstream.log.retention import policy_of, retention_cut
 from kvstream.log.txn import StagedWrites
 from kvstream.log.writer import Operation
+from kvstream.protocol.records import BatchHeader
 from kvstream.storage.base import EngineMismatchError, KVStore
 
 
@@ -201,14 +202,23 @@ class LogManager:
         return Operation(stage, publish, rollback)
 
     def append_op(
-        self, log: PartitionLog, batches: list[bytearray], log_append_time: bool = False
+        self,
+        log: PartitionLog,
+        batches: list[bytearray],
+        log_append_time: bool = False,
+        headers: list[BatchHeader] | None = None,
     ) -> Operation[StagedAppend]:
+        """``headers``: the batches' parsed headers, when the caller has them."""
+
         def stage(staged: StagedWrites) -> StagedAppend:
-            gone = (log.topic_id, log.partition) not in self.partitions
-            if gone or log.topic_id in self._deleting:
+            if log.deleted or log.topic_id in self._deleting:
                 raise AppendError("UNKNOWN_TOPIC_OR_PARTITION", "the topic was deleted")
             return log.stage_append(
-                batches, staged, int(time.time() * 1000), log_append_time=log_append_time
+                batches,
+                staged,
+                int(time.time() * 1000),
+                log_append_time=log_append_time,
+                headers=headers,
             )
 
         def publish(result: StagedAppend) -> StagedAppend:

@@ -114,8 +114,10 @@ class PartitionLog:
         """Called after each commit that published appends here, and once when it is deleted."""
         self.deleted = False
         """Set (before the listeners are called) when its topic's deletion committed."""
+        # Key prefixes of this partition's ranges, built once (a key encodes the topic id).
         self._batch_lo = keys.partition_prefix(keys.BATCH, topic_id, partition)
         self._index_lo = keys.partition_prefix(keys.INDEX, topic_id, partition)
+        self._state_key = keys.partition_state_key(topic_id, partition)
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -171,9 +173,9 @@ class PartitionLog:
             return []
         out: list[bytes] = []
         total = 0
-        end_key = keys.batch_key(self.topic_id, self.partition, limit)
+        end_key = keys.key_at(self._batch_lo, limit)
         with self.store.read() as txn:
-            start_key = keys.batch_key(self.topic_id, self.partition, offset)
+            start_key = keys.key_at(self._batch_lo, offset)
             floor = txn.floor(start_key, self._batch_lo)
             if floor is not None:
                 fk, fv = floor
@@ -261,12 +263,16 @@ class PartitionLog:
         staged: StagedWrites,
         now_ms: int,
         log_append_time: bool = False,
+        headers: list[records.BatchHeader] | None = None,
     ) -> StagedAppend:
         """Assign offsets to `batches` (in place) and stage their keys; all or nothing.
 
+        ``headers``: the batches' :func:`records.parse_header`, when the caller has them (the
+        fields read here are not among those :func:`records.stamp` rewrites).
         Raises AppendError with a Kafka error code name when the producer state refuses them.
         """
-        headers = [records.parse_header(b) for b in batches]
+        if headers is None:
+            headers = [records.parse_header(b) for b in batches]
         # Idempotence checks over the whole request first, on copies, so a refusal leaves no trace.
         touched: dict[int, ProducerEntry] = {}
         plan: list[tuple[int, int]] = []  # per batch: (base offset, 1 if new else 0)
@@ -326,9 +332,9 @@ class PartitionLog:
                 max_ts = now_ms
                 append_time = now_ms
                 attributes |= 0x08
-            staged.put(keys.batch_key(self.topic_id, self.partition, offset), batch)
+            staged.put(keys.key_at(self._batch_lo, offset), batch)
             staged.put(
-                keys.index_key(self.topic_id, self.partition, offset),
+                keys.key_at(self._index_lo, offset),
                 IndexEntry(
                     offset,
                     offset + h.last_offset_delta,
@@ -346,8 +352,7 @@ class PartitionLog:
             staged.put(keys.producer_key(self.topic_id, self.partition, pid), entry.encode())
         self.next_offset = next_offset
         staged.put(
-            keys.partition_state_key(self.topic_id, self.partition),
-            keys.PARTITION_STATE.pack(self.next_log_start, self.next_offset),
+            self._state_key, keys.PARTITION_STATE.pack(self.next_log_start, self.next_offset)
         )
         return StagedAppend(base_offset, next_offset - 1, append_time, False)
 

@@ -1068,3 +1068,22 @@ def test_model_random_appends_lmdb(rounds: list[list[tuple[int, int, int, int]]]
             _run_model(store, rounds)
         finally:
             store.close()
+
+
+@given(
+    st.uuids(),
+    st.integers(0, 2**31 - 1),
+    st.integers(-(2**63), 2**63 - 1),
+)
+def test_key_at_a_partition_prefix_is_the_full_key(
+    topic_id: uuid.UUID, partition: int, offset: int
+) -> None:
+    # The partition log builds its keys from prefixes it keeps (keys.key_at): the bytes must be
+    # those of the schema's own key functions, or appends and reads would miss each other.
+    for prefix, full in (
+        (keys.BATCH, keys.batch_key),
+        (keys.INDEX, keys.index_key),
+        (keys.PRODUCER, keys.producer_key),
+    ):
+        at = keys.key_at(keys.partition_prefix(prefix, topic_id, partition), offset)
+        assert at == full(topic_id, partition, offset)

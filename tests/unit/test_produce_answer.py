@@ -23,18 +23,20 @@ def _op() -> Operation[StagedAppend]:
 
 
 def _ctx() -> Any:
-    plog = SimpleNamespace(log_start_offset=3)
-    logs = SimpleNamespace(topic=lambda name: name, partition=lambda topic, index: plog)
-    return SimpleNamespace(broker=SimpleNamespace(logs=logs))
+    return SimpleNamespace(broker=SimpleNamespace())
+
+
+def _log(log_start_offset: int) -> Any:
+    return SimpleNamespace(log_start_offset=log_start_offset)
 
 
 def test_the_answer_waits_for_every_partition_and_carries_each_outcome() -> None:
     ok, failed, empty = _op(), _op(), _op()
     results = [
-        ("t", 0, ok, ErrorCode.none, None),
-        ("t", 1, failed, ErrorCode.none, None),
-        ("u", 0, empty, ErrorCode.none, None),
-        ("u", 1, None, ErrorCode.unknown_topic_or_partition, None),
+        ("t", 0, ok, ErrorCode.none, None, _log(3)),
+        ("t", 1, failed, ErrorCode.none, None, _log(3)),
+        ("u", 0, empty, ErrorCode.none, None, _log(0)),
+        ("u", 1, None, ErrorCode.unknown_topic_or_partition, None, None),
     ]
     ready = _respond(_ctx(), -1, results)
     got: list[Any] = []
@@ -57,7 +59,7 @@ def test_the_answer_waits_for_every_partition_and_carries_each_outcome() -> None
 
 
 def test_acks_zero_answers_nothing_at_once() -> None:
-    ready = _respond(_ctx(), 0, [("t", 0, _op(), ErrorCode.none, None)])
+    ready = _respond(_ctx(), 0, [("t", 0, _op(), ErrorCode.none, None, _log(0))])
     got: list[Any] = []
     ready.on_ready(got.append)
     assert got == [None]
