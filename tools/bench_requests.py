@@ -25,8 +25,6 @@ one. Loopback only; every wait is bounded by a socket timeout.
 from __future__ import annotations
 
 import argparse
-import datetime
-import io
 import json
 import os
 import socket
@@ -36,83 +34,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kio.index import load_request_schema
-from kio.serial import entity_writer
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import Broker, create_topic, proc_cpu_s
 
-from kvstream.protocol import records
+# The test suite's request builders (Produce v9 of one record, Fetch v12 of partition 0) and
+# frame encoder, so the tool sends what the tests send.
+from tests.integration.wire import request_frame
+from tests.unit.inproc import fetch_request, produce_request
 
 TOPIC = "requests"
 SOCKET_TIMEOUT_S = 30.0
-PRODUCE_VERSION = 9
-FETCH_VERSION = 12
-
-
-def _schema(api_key: int, version: int) -> Any:
-    return __import__(load_request_schema(api_key, version).__module__, fromlist=["_"])
-
-
-def frame(request: Any, correlation_id: int) -> bytes:
-    """``request`` with its size prefix and a v1/v2 header, encoded by kio."""
-    cls = type(request)
-    header_cls = cls.__header_schema__
-    out = io.BytesIO()
-    entity_writer(header_cls)(
-        out,
-        header_cls(
-            request_api_key=int(cls.__api_key__),
-            request_api_version=int(cls.__version__),
-            correlation_id=correlation_id,
-            client_id="bench-requests",
-        ),
-    )
-    entity_writer(cls)(out, request)
-    payload = out.getvalue()
-    return struct.pack(">i", len(payload)) + payload
 
 
 def produce_frame(value: bytes) -> bytes:
-    m = _schema(0, PRODUCE_VERSION)
-    data = m.PartitionProduceData(index=0, records=bytes(records.build_batch([(None, value, [])])))
-    return frame(
-        m.ProduceRequest(
-            transactional_id=None,
-            acks=-1,
-            timeout=datetime.timedelta(seconds=30),
-            topic_data=(m.TopicProduceData(name=TOPIC, partition_data=(data,)),),
-        ),
-        1,
-    )
+    return request_frame(produce_request(TOPIC, value), 1, "bench-requests")
 
 
 def fetch_frame(offset: int) -> bytes:
-    m = _schema(1, FETCH_VERSION)
-    partition = m.FetchPartition(
-        partition=0,
-        current_leader_epoch=-1,
-        fetch_offset=offset,
-        last_fetched_epoch=-1,
-        log_start_offset=-1,
-        partition_max_bytes=1 << 20,
-    )
-    return frame(
-        m.FetchRequest(
-            replica_id=-1,
-            max_wait=datetime.timedelta(milliseconds=500),
-            min_bytes=1,
-            max_bytes=1 << 20,
-            isolation_level=0,
-            session_id=0,
-            session_epoch=-1,
-            topics=(m.FetchTopic(topic=TOPIC, partitions=(partition,)),),
-            forgotten_topics_data=(),
-            rack_id="",
-        ),
-        2,
-    )
+    return request_frame(fetch_request(TOPIC, 500, 1, offset), 2, "bench-requests")
 
 
 def read_frame(sock: socket.socket) -> None:
