@@ -117,6 +117,7 @@ class PartitionLog:
         # Key prefixes of this partition's ranges, built once (a key encodes the topic id).
         self._batch_lo = keys.partition_prefix(keys.BATCH, topic_id, partition)
         self._index_lo = keys.partition_prefix(keys.INDEX, topic_id, partition)
+        self._producer_lo = keys.partition_prefix(keys.PRODUCER, topic_id, partition)
         self._state_key = keys.partition_state_key(topic_id, partition)
 
     # -- loading -------------------------------------------------------------------------------
@@ -125,10 +126,10 @@ class PartitionLog:
     def load(cls, store: KVStore, topic_id: uuid.UUID, partition: int) -> PartitionLog:
         log = cls(store, topic_id, partition)
         with store.read() as txn:
-            raw = txn.get(keys.partition_state_key(topic_id, partition))
+            raw = txn.get(log._state_key)
             if raw is not None:
                 log.log_start_offset, log.end_offset = keys.PARTITION_STATE.unpack(raw)
-            lo = keys.partition_prefix(keys.PRODUCER, topic_id, partition)
+            lo = log._producer_lo
             for key, value in txn.scan(lo, keys.prefix_end(lo)):
                 log.producers[keys.offset_of(key)] = ProducerEntry.decode(value)
             raw = txn.get(keys.cleaner_checkpoint_key(topic_id, partition))
@@ -141,10 +142,7 @@ class PartitionLog:
         return log
 
     def stage_create(self, staged: StagedWrites) -> None:
-        staged.put(
-            keys.partition_state_key(self.topic_id, self.partition),
-            keys.PARTITION_STATE.pack(0, 0),
-        )
+        staged.put(self._state_key, keys.PARTITION_STATE.pack(0, 0))
         staged.put(
             keys.epoch_key(self.topic_id, self.partition, self.leader_epoch), keys.BE64.pack(0)
         )
@@ -210,7 +208,7 @@ class PartitionLog:
 
     def _batch(self, base_offset: int) -> bytes | None:
         with self.store.read() as txn:
-            return txn.get(keys.batch_key(self.topic_id, self.partition, base_offset))
+            return txn.get(keys.key_at(self._batch_lo, base_offset))
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp >= `timestamp`."""
@@ -349,7 +347,7 @@ class PartitionLog:
             )
         for pid, entry in touched.items():
             self.staged_producers[pid] = entry
-            staged.put(keys.producer_key(self.topic_id, self.partition, pid), entry.encode())
+            staged.put(keys.key_at(self._producer_lo, pid), entry.encode())
         self.next_offset = next_offset
         staged.put(
             self._state_key, keys.PARTITION_STATE.pack(self.next_log_start, self.next_offset)
@@ -372,17 +370,16 @@ class PartitionLog:
             return self.next_log_start
         cut = target
         with self.store.read() as txn:
-            floor = txn.floor(keys.index_key(self.topic_id, self.partition, target), self._index_lo)
+            floor = txn.floor(keys.key_at(self._index_lo, target), self._index_lo)
             if floor is not None:
                 entry = IndexEntry.decode(keys.offset_of(floor[0]), floor[1])
                 if entry.last_offset >= target:
                     cut = entry.base_offset
-        staged.delete_range(self._batch_lo, keys.batch_key(self.topic_id, self.partition, cut))
-        staged.delete_range(self._index_lo, keys.index_key(self.topic_id, self.partition, cut))
+        staged.delete_range(self._batch_lo, keys.key_at(self._batch_lo, cut))
+        staged.delete_range(self._index_lo, keys.key_at(self._index_lo, cut))
         self.next_log_start = target
         staged.put(
-            keys.partition_state_key(self.topic_id, self.partition),
-            keys.PARTITION_STATE.pack(self.next_log_start, self.next_offset),
+            self._state_key, keys.PARTITION_STATE.pack(self.next_log_start, self.next_offset)
         )
         return target
 
