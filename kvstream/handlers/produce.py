@@ -140,14 +140,10 @@ def produce(ctx: RequestContext, req: Any) -> Ready:
                 logs.append_op(plog, batches, log_append_time=append_time, headers=headers)
             )
             results.append((name, index, op, ErrorCode.none, None, plog))
-    return _respond(ctx, acks, results)
+    return _respond(acks, results)
 
 
-def _respond(
-    ctx: RequestContext,
-    acks: int,
-    results: list[_Result],
-) -> Ready:
+def _respond(acks: int, results: list[_Result]) -> Ready:
     ready = Ready()
     if acks == 0:
         ready.set(None)

@@ -22,10 +22,6 @@ def _op() -> Operation[StagedAppend]:
     return Operation(stage=lambda staged: None, publish=lambda value: value)
 
 
-def _ctx() -> Any:
-    return SimpleNamespace(broker=SimpleNamespace())
-
-
 def _log(log_start_offset: int) -> Any:
     return SimpleNamespace(log_start_offset=log_start_offset)
 
@@ -38,7 +34,7 @@ def test_the_answer_waits_for_every_partition_and_carries_each_outcome() -> None
         ("u", 0, empty, ErrorCode.none, None, _log(0)),
         ("u", 1, None, ErrorCode.unknown_topic_or_partition, None, None),
     ]
-    ready = _respond(_ctx(), -1, results)
+    ready = _respond(-1, results)
     got: list[Any] = []
     ready.on_ready(got.append)
 
@@ -59,7 +55,7 @@ def test_the_answer_waits_for_every_partition_and_carries_each_outcome() -> None
 
 
 def test_acks_zero_answers_nothing_at_once() -> None:
-    ready = _respond(_ctx(), 0, [("t", 0, _op(), ErrorCode.none, None, _log(0))])
+    ready = _respond(0, [("t", 0, _op(), ErrorCode.none, None, _log(0))])
     got: list[Any] = []
     ready.on_ready(got.append)
     assert got == [None]
