@@ -112,9 +112,8 @@ def measure(
         producer.close()
         if consumer is not None:
             consumer.close()
-    if None in (loop0, loop1, proc0, proc1):
+    if loop0 is None or loop1 is None or proc0 is None or proc1 is None:
         raise RuntimeError("could not read the broker's CPU times")
-    assert loop0 is not None and loop1 is not None and proc0 is not None and proc1 is not None
     sent = rounds * batch
     return {
         "pattern": pattern,
