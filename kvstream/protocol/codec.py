@@ -78,23 +78,39 @@ LARGE_FRAME: Final = 64 * 1024
 class FrameReader:
     """Accumulates received bytes and yields complete frames (without the size prefix).
 
-    Small frames are cut out of a receive buffer fed with `feed`. A frame of LARGE_FRAME bytes
-    or more gets a buffer of its own as soon as its size prefix is known: the I/O layer asks
-    `receive_buffer()` for the unfilled rest and receives straight into it (no intermediate
-    copies, no fresh allocation per frame: the buffer is reused once the frame was handed
-    out, so a frame must be decoded before the next call to `next_frame`).
+    A chunk fed while nothing else is buffered is kept as it is, and the frames complete in it
+    are handed out as views of it (``bytes`` are immutable, so such a view stays valid however
+    long it is kept): a produce request that arrives in one read is not copied on its way to
+    the handler. Only the incomplete tail of a chunk is copied, into a carry-over buffer that
+    later chunks are appended to. A frame of LARGE_FRAME bytes or more gets a buffer of its own
+    as soon as its size prefix is known: the I/O layer asks `receive_buffer()` for the unfilled
+    rest and receives straight into it (no intermediate copies, no fresh allocation per frame:
+    the buffer is reused once the frame was handed out, so a frame must be decoded before the
+    next call to `next_frame`).
     """
 
     def __init__(self, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size
-        self._buf = bytearray()
+        self._chunk = b""  # a fed chunk not yet cut into frames (only while _buf is empty)
+        self._pos = 0  # where its unconsumed part starts
+        self._buf = bytearray()  # carried-over bytes of an incomplete frame
         self._big: bytearray | None = None
         self._big_size = 0
         self._big_filled = 0
         self._spare: bytearray | None = None
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        if self._buf or self._pos < len(self._chunk):
+            self._carry()
+            self._buf += data
+        else:
+            self._chunk, self._pos = data, 0
+
+    def _carry(self) -> None:
+        """Move the unconsumed part of the kept chunk into the carry-over buffer."""
+        if self._pos < len(self._chunk):
+            self._buf += memoryview(self._chunk)[self._pos :]
+        self._chunk, self._pos = b"", 0
 
     def receive_buffer(self) -> memoryview | None:
         """The unfilled part of the large frame being received, or None (then use feed)."""
@@ -107,7 +123,8 @@ class FrameReader:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) + (self._big_filled if self._big is not None else 0)
+        big = self._big_filled if self._big is not None else 0
+        return len(self._buf) + len(self._chunk) - self._pos + big
 
     def next_frame(self) -> bytes | memoryview | None:
         """Return the next complete frame, None if more bytes are needed.
@@ -120,12 +137,21 @@ class FrameReader:
                 return None
             self._big, self._spare = None, big
             return memoryview(big)[: self._big_size]
+        chunk, pos = self._chunk, self._pos
+        if pos < len(chunk):
+            if len(chunk) - pos >= 4:
+                size = self._frame_size(chunk, pos)
+                end = pos + 4 + size
+                if end <= len(chunk):
+                    self._pos = end
+                    return memoryview(chunk)[pos + 4 : end]
+            self._carry()  # an incomplete frame: continue in the carry-over buffer
+        elif chunk:
+            self._chunk, self._pos = b"", 0  # all of it handed out: let it go
         buf = self._buf
         if len(buf) < 4:
             return None
-        (size,) = FRAME_SIZE.unpack_from(buf, 0)
-        if size < 8 or size > self.max_frame_size:
-            raise ProtocolError(f"frame size {size} outside [8, {self.max_frame_size}]")
+        size = self._frame_size(buf, 0)
         end = 4 + size
         if len(buf) < end:
             if size >= LARGE_FRAME:
@@ -141,6 +167,12 @@ class FrameReader:
             frame = bytes(view[4:end])
         del buf[:end]
         return frame
+
+    def _frame_size(self, data: bytes | bytearray, pos: int) -> int:
+        (size,) = FRAME_SIZE.unpack_from(data, pos)
+        if size < 8 or size > self.max_frame_size:
+            raise ProtocolError(f"frame size {size} outside [8, {self.max_frame_size}]")
+        return int(size)
 
 
 def peek_header(frame: bytes | memoryview) -> tuple[int, int, int]:

@@ -309,6 +309,26 @@ def test_frame_reader_several_frames_in_one_feed_and_a_partial_tail() -> None:
     assert reader.next_frame() is None
 
 
+def test_frame_reader_hands_out_frames_of_a_whole_chunk_without_copying_them() -> None:
+    first, second, third = VALID_FRAMES[:3]
+    chunk = _framed(first) + _framed(second) + _framed(third)[:5]
+    reader = FrameReader(MAX_FRAME)
+    reader.feed(chunk)
+    a = reader.next_frame()
+    b = reader.next_frame()
+    assert isinstance(a, memoryview) and a.obj is chunk
+    assert isinstance(b, memoryview) and b.obj is chunk
+    assert reader.next_frame() is None  # the partial third frame is carried over
+    assert reader.buffered == 5
+    reader.feed(_framed(third)[5:])
+    assert reader.next_frame() == third
+    # Views of a fed chunk stay valid whatever is received after them.
+    reader.feed(_framed(b"y" * 40))
+    assert reader.next_frame() == b"y" * 40
+    assert (a, b) == (first, second)
+    assert reader.buffered == 0
+
+
 @given(
     payloads=st.lists(st.binary(min_size=8, max_size=80), max_size=8),
     cuts=st.lists(st.integers(min_value=0, max_value=800), max_size=10),
