@@ -89,31 +89,30 @@ class CommitThread:
     cancel scope, a context copy and renaming the worker thread twice (ctypes calls); on the
     2-core VM of docs/performance.md that cost the event loop about 0.1-0.2 ms per commit, and
     a producer that does not linger gets one commit per record. Here a call is a queue put in
-    the loop and one ``run_sync_soon`` back from the thread. Like ``to_thread.run_sync``, a
-    cancelled caller still waits for its transaction to finish: a commit is never abandoned
-    half-way, and its outcome is what the caller sees.
+    the loop, and the outcome comes back as one ``run_sync_soon`` callback: no task waits for
+    it (a task resumed by it would cost the loop one more scheduling step per commit).
     """
 
     def __init__(self, name: str = "kvstream commit") -> None:
         self.name = name
         self._jobs: queue.SimpleQueue[
-            tuple[Callable[[], Any], trio.lowlevel.TrioToken, trio.lowlevel.Task] | None
+            tuple[
+                Callable[[], Any],
+                trio.lowlevel.TrioToken,
+                Callable[[outcome.Outcome[Any]], None],
+            ]
+            | None
         ] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn()`` in the thread; return its result or raise its exception."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+    def start(self, fn: Callable[[], T], done: Callable[[outcome.Outcome[T]], None]) -> None:
+        """Run ``fn()`` in the thread, then ``done(its outcome)`` in the calling trio loop.
+
+        ``done`` runs from ``run_sync_soon``: it must not raise (trio would end the run)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
             self._thread.start()
-        task = trio.lowlevel.current_task()
-        self._jobs.put((fn, trio.lowlevel.current_trio_token(), task))
-        # reschedule() hands over the outcome; the trap unwraps it (returns or raises).
-        result: T = await trio.lowlevel.wait_task_rescheduled(
-            lambda _raise_cancel: trio.lowlevel.Abort.FAILED
-        )
-        return result
+        self._jobs.put((fn, trio.lowlevel.current_trio_token(), done))
 
     def stop(self) -> None:
         """Let the thread end after the transactions already queued."""
@@ -123,15 +122,25 @@ class CommitThread:
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            fn, token, task = job
+            fn, token, done = job
             result = outcome.capture(fn)
             try:
-                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+                token.run_sync_soon(done, result)
             except trio.RunFinishedError:  # the loop is gone; nobody waits any more
                 return
 
 
 class GroupCommitWriter:
+    """Groups pending operations, stages each group on the event loop and commits it in the
+    commit thread; one group at a time.
+
+    The writer's task only starts a group when the writer is idle (woken by ``submit``). The
+    commit thread's completion runs as a callback in the loop: it answers the group's
+    operations and at once stages and starts the next group from what was submitted meanwhile,
+    so a busy writer costs no task switch per commit. Cancelling the task waits for the group
+    in the thread to finish (the store is closed after it) and starts nothing after it.
+    """
+
     def __init__(
         self,
         store: KVStore,
@@ -151,6 +160,12 @@ class GroupCommitWriter:
         self.commits = 0
         self.operations = 0
         self._thread = CommitThread()
+        self._busy = False
+        """A group is in the commit thread; its completion starts the next one."""
+        self._idle = trio.Event()
+        self._stopping = False
+        self._failure: BaseException | None = None
+        """A BaseException raised while answering a group, for the writer's task to raise."""
 
     async def wait_for_room(self) -> None:
         """Return once no more than ``max_queued_bytes`` wait for a commit (-1: at once).
@@ -166,7 +181,8 @@ class GroupCommitWriter:
     def submit(self, op: Operation[T]) -> Operation[T]:
         self.queued_bytes += op.size
         self._pending.append(op)
-        self._wakeup.set()
+        if not self._busy:  # a busy writer takes it when its commit finished
+            self._wakeup.set()
         return op
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -175,17 +191,15 @@ class GroupCommitWriter:
             while True:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
-                while self._pending:
-                    count = self._group_length()
-                    group = self._pending[:count]
-                    del self._pending[:count]
-                    try:
-                        await self._commit(group)
-                    finally:
-                        self.queued_bytes -= sum(op.size for op in group)
-                        self._room.set()
-                        self._room = trio.Event()
+                if self._failure is not None:
+                    raise self._failure
+                if not self._busy:
+                    self._start_groups()
         finally:
+            self._stopping = True
+            if self._busy:
+                with trio.CancelScope(shield=True):
+                    await self._idle.wait()
             self._thread.stop()
 
     def _group_length(self) -> int:
@@ -197,23 +211,70 @@ class GroupCommitWriter:
                 return i + 1
         return min(len(self._pending), self.max_group)
 
-    async def _commit(self, group: list[Operation[Any]]) -> None:
-        staged = StagedWrites()
-        accepted: list[tuple[Operation[Any], Any]] = []
-        for op in group:
+    def _start_groups(self) -> None:
+        """Stage pending groups in order until one has something to write, and hand that one to
+        the commit thread. Groups with nothing to write (every operation refused, or only
+        retried duplicates) are answered at once."""
+        while self._pending and not self._stopping:
+            count = self._group_length()
+            group = self._pending[:count]
+            del self._pending[:count]
             try:
-                accepted.append((op, op.stage(staged)))
-            except Exception as exc:  # a refusal of this op only (its stage left no trace)
-                op.error = exc
-                op.finish()
-        if not accepted:
-            return
+                staged = StagedWrites()
+                accepted: list[tuple[Operation[Any], Any]] = []
+                for op in group:
+                    try:
+                        accepted.append((op, op.stage(staged)))
+                    except Exception as exc:  # a refusal of this op only (its stage left no trace)
+                        op.error = exc
+                        op.finish()
+                if accepted and staged:
+                    self._busy = True
+                    self._idle = trio.Event()
+                    self._thread.start(
+                        partial(self.store.transact, staged.apply),
+                        partial(self._committed, group, accepted),
+                    )
+                    return
+                if accepted:
+                    self._finish(accepted, None)
+            finally:
+                if not self._busy:
+                    self._release(group)
+
+    def _committed(
+        self,
+        group: list[Operation[Any]],
+        accepted: list[tuple[Operation[Any], Any]],
+        result: outcome.Outcome[Any],
+    ) -> None:
+        """The commit thread finished ``group`` (runs in the loop, from ``run_sync_soon``): answer
+        it, then start the next group. Never raises: trio would end the whole run."""
+        self._busy = False
         try:
-            if staged:
-                await self._thread.run(partial(self.store.transact, staged.apply))
-        except Exception as exc:
-            log.error("group commit of %d operations failed: %r", len(accepted), exc)
-            failure = exc if isinstance(exc, StorageError) else WriteFailed(repr(exc))
+            try:
+                if isinstance(result, outcome.Error):
+                    error = result.error
+                    if not isinstance(error, Exception):
+                        raise error
+                    self._finish(accepted, error)
+                else:
+                    self._finish(accepted, None)
+            finally:
+                self._release(group)
+            self._start_groups()
+        except BaseException as exc:  # a bug while answering: the writer's task raises it
+            self._failure = exc
+            self._wakeup.set()
+        finally:
+            if not self._busy:
+                self._idle.set()
+
+    def _finish(self, accepted: list[tuple[Operation[Any], Any]], error: Exception | None) -> None:
+        """Publish the operations of a committed group, or fail them all after ``error``."""
+        if error is not None:
+            log.error("group commit of %d operations failed: %r", len(accepted), error)
+            failure = error if isinstance(error, StorageError) else WriteFailed(repr(error))
             for op, _ in accepted:
                 op.rollback()
             for op, _ in accepted:
@@ -229,3 +290,9 @@ class GroupCommitWriter:
                 log.exception("publish failed after commit")
                 op.error = exc
             op.finish()
+
+    def _release(self, group: list[Operation[Any]]) -> None:
+        """A group finished: its bytes no longer hold readers back."""
+        self.queued_bytes -= sum(op.size for op in group)
+        self._room.set()
+        self._room = trio.Event()
