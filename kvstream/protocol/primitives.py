@@ -103,7 +103,11 @@ class BodyReader:
         return self.view[start : start + n]
 
     def uvarint(self) -> int:
-        value, self.pos = read_uvarint(self.view, self.pos, len(self.view))
+        view, pos = self.view, self.pos
+        if pos < len(view) and view[pos] < 0x80:  # one byte: counts, tags, short lengths
+            self.pos = pos + 1
+            return int(view[pos])
+        value, self.pos = read_uvarint(view, pos, len(view))
         return value
 
     def string(self, nullable: bool) -> str | None:
