@@ -26,6 +26,7 @@ import trio
 
 from kvstream.log.txn import StagedWrites
 from kvstream.storage.base import KVStore, StorageError
+from kvstream.threads import name_this_thread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,7 +94,7 @@ class CommitThread:
     it (a task resumed by it would cost the loop one more scheduling step per commit).
     """
 
-    def __init__(self, name: str = "kvstream commit") -> None:
+    def __init__(self, name: str = "kvstream-commit") -> None:
         self.name = name
         self._jobs: queue.SimpleQueue[
             tuple[
@@ -121,6 +122,7 @@ class CommitThread:
             self._thread = None
 
     def _serve(self) -> None:
+        name_this_thread(self.name)
         while (job := self._jobs.get()) is not None:
             fn, token, done = job
             result = outcome.capture(fn)

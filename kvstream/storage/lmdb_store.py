@@ -60,6 +60,7 @@ from kvstream.storage.base import (
     WriteTxn,
     check_key,
 )
+from kvstream.threads import name_this_thread
 
 T = TypeVar("T")
 
@@ -371,6 +372,7 @@ class _WarmAhead:
                 self._cond.notify()
 
     def _run(self) -> None:
+        name_this_thread("lmdb-warm-ahead")
         while True:
             with self._cond:
                 while not self._closed and self._target <= self._ready:

@@ -103,3 +103,45 @@ def test_the_broker_process_does_not_import_hypothesis() -> None:
         timeout=60,
     ).stdout.split()
     assert out == ["False", "False", "False", "True"]
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="/proc/thread-self is Linux's")
+def test_the_commit_thread_has_an_os_name() -> None:
+    """`top -H` and /proc tell the broker's commit thread from its event loop."""
+    import threading
+
+    import trio
+
+    from kvstream.log.writer import CommitThread
+    from kvstream.threads import name_this_thread
+
+    seen: list[tuple[int, str]] = []
+
+    def comm() -> tuple[int, str]:
+        tid = threading.get_native_id()
+        return tid, Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+
+    async def main() -> None:
+        thread = CommitThread()
+        done = trio.Event()
+
+        def record(result: object) -> None:
+            seen.append(result.unwrap())  # type: ignore[attr-defined]
+            done.set()
+
+        thread.start(comm, record)
+        with trio.fail_after(10):
+            await done.wait()
+        thread.stop()
+
+    trio.run(main)
+    assert seen and seen[0][1] == "kvstream-commit"
+    assert seen[0][0] != threading.get_native_id()
+    # Names longer than the kernel keeps are cut, not refused.
+    result: list[str] = []
+    worker = threading.Thread(
+        target=lambda: (name_this_thread("a-name-longer-than-15"), result.append(comm()[1]))
+    )
+    worker.start()
+    worker.join(10)
+    assert result == ["a-name-longer-t"]
