@@ -42,7 +42,9 @@ Scenarios (counts divided by 10 with --quick):
 Each scenario line also carries the CPU seconds used meanwhile by the client (this process), the
 broker, and everything else on the machine (``other_cpu_s``: well above 0 means a noisy run),
 kvstream's lines the CPU seconds of its event loop's thread (``broker_loop_cpu_s``: close to
-the scenario's wall time means the loop was saturated), and produce lines carry ``enqueue_s``,
+the scenario's wall time means the loop was saturated) and of each of its threads by OS name
+(``broker_threads_cpu_s``: ``loop``, ``kvstream-commit``, ``lmdb-warm-ahead``, trio's worker
+threads), and produce lines carry ``enqueue_s``,
 the time the client's own produce() loop took: when it is close to ``seconds`` the client, not
 the broker, set the rate.
 
@@ -357,6 +359,27 @@ class Broker:
         pid = self.pid()
         times = proc_cpu_s(pid, tid=pid)
         return None if times is None else sum(times)
+
+    def thread_cpu_s(self) -> dict[int, tuple[str, float]] | None:
+        """kvstream's threads: tid -> (OS thread name, CPU seconds so far); the event loop's
+        thread (the main one) is named "loop". None for Tansu or when /proc cannot be read."""
+        if self.kind != "kvstream" or not self.alive():
+            return None
+        pid = self.pid()
+        out: dict[int, tuple[str, float]] = {}
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            return None
+        for tid in tids:
+            times = proc_cpu_s(pid, tid=tid)
+            try:
+                name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            except OSError:
+                continue  # the thread ended meanwhile
+            if times is not None:
+                out[tid] = ("loop" if tid == pid else name, sum(times))
+        return out
 
     def stop(self) -> None:
         self._sampler_stop.set()
@@ -1072,6 +1095,19 @@ class Run:
         }
 
 
+def thread_cpu_delta(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds per thread name between two `Broker.thread_cpu_s` readings (threads started
+    in between count from zero; threads of one name are added up; idle names left out)."""
+    out: dict[str, float] = {}
+    for tid, (name, seconds) in after.items():
+        spent = seconds - before.get(tid, (name, 0.0))[1]
+        if spent > 0:
+            out[name] = round(out.get(name, 0.0) + spent, 3)
+    return dict(sorted(out.items(), key=lambda item: -item[1]))
+
+
 @contextmanager
 def cpu_meter(broker: Broker, row: Row) -> Iterator[None]:
     """Record CPU seconds spent inside the block: client, broker, and everything else.
@@ -1081,6 +1117,7 @@ def cpu_meter(broker: Broker, row: Row) -> Iterator[None]:
     """
     c0, b0, m0 = self_cpu_s(), broker.cpu_user_sys(), machine_busy_s()
     loop0 = broker.loop_cpu_s()
+    threads0 = broker.thread_cpu_s()
     w0 = time.perf_counter()
     row["loadavg_1m"] = round(os.getloadavg()[0], 2)
     try:
@@ -1096,6 +1133,9 @@ def cpu_meter(broker: Broker, row: Row) -> Iterator[None]:
             loop1 = broker.loop_cpu_s()
             if loop0 is not None and loop1 is not None:
                 row["broker_loop_cpu_s"] = round(loop1 - loop0, 3)
+            threads1 = broker.thread_cpu_s()
+            if threads0 is not None and threads1 is not None:
+                row["broker_threads_cpu_s"] = thread_cpu_delta(threads0, threads1)
             if m0 is not None and m1 is not None:
                 # The group scenario's member processes are client too (0 elsewhere).
                 client_s = (c1 - c0) + float(row.get("consumers_cpu_s", 0.0))
