@@ -1,4 +1,5 @@
-"""The group-commit writer: one task turns every pending write into one durable transaction.
+"""The group-commit writer: pending writes from every connection become durable transactions,
+one group at a time.
 
 OWNS: the queue of pending operations from all connections, staging them in order on the event
 loop, running one storage transaction per group in a worker thread, and releasing the waiters
@@ -231,12 +232,17 @@ class GroupCommitWriter:
                         op.error = exc
                         op.finish()
                 if accepted and staged:
+                    try:
+                        self._thread.start(
+                            partial(self.store.transact, staged.apply),
+                            partial(self._committed, group, accepted),
+                        )
+                    except Exception as exc:  # no thread to commit in: the group fails
+                        self._finish(accepted, exc)
+                        continue
+                    # The completion cannot run before this returns to the loop.
                     self._busy = True
                     self._idle = trio.Event()
-                    self._thread.start(
-                        partial(self.store.transact, staged.apply),
-                        partial(self._committed, group, accepted),
-                    )
                     return
                 if accepted:
                     self._finish(accepted, None)

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from kvstream.log.txn import StagedWrites
-from kvstream.log.writer import GroupCommitWriter, Operation
+from kvstream.log.writer import GroupCommitWriter, Operation, WriteFailed
 from kvstream.storage.base import WriteTxn
 from kvstream.storage.open import open_store
 
@@ -170,3 +170,35 @@ async def test_a_failing_completion_stops_the_writer() -> None:
             assert group.subgroup(KeyboardInterrupt) is not None
         else:
             raise AssertionError("the writer kept running")
+
+
+async def test_a_commit_thread_that_cannot_start_fails_its_group_only() -> None:
+    """No thread to commit in (``can't start new thread``): that group's operations fail as
+    after a failed commit, their bytes are released, and the next group commits."""
+    store = GatedStore()
+    store.gate.set()
+    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+    real_start = writer._thread.start
+    refusals = 0
+
+    def start_once_refused(fn: Any, done: Any) -> None:
+        nonlocal refusals
+        if refusals == 0:
+            refusals += 1
+            raise RuntimeError("can't start new thread")
+        real_start(fn, done)
+
+    writer._thread.start = start_once_refused  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        failed = writer.submit(op(b"a", 10))
+        with trio.fail_after(10):
+            await failed.done.wait()
+        assert isinstance(failed.error, WriteFailed)
+        assert writer.queued_bytes == 0
+        ok = writer.submit(op(b"b", 10))
+        with trio.fail_after(10):
+            await ok.wait()
+        nursery.cancel_scope.cancel()
+    with store.inner.read() as txn:
+        assert txn.get(b"a") is None and txn.get(b"b") == b"v"
