@@ -18,7 +18,9 @@ skipped.
 
 from __future__ import annotations
 
+import struct
 import uuid
+from functools import cache
 from typing import Final, NamedTuple
 
 from kvstream.protocol.primitives import BodyReader
@@ -61,13 +63,12 @@ def read_fetch_body(view: memoryview, pos: int, version: int) -> FetchRequestBod
         raise ValueError(f"Fetch v{version} is not read here")
     r = BodyReader(view, pos, version >= FIRST_FLEXIBLE)
     by_id = version >= FIRST_TOPIC_ID
-    if version <= 14:
-        r.int32()  # replica id (-1 for consumers); from 15 a tagged replica state
-    max_wait_ms = r.int32()
-    min_bytes = r.int32()
-    max_bytes = r.int32()
-    isolation_level = r.int8()
-    session_id, session_epoch = (r.int32(), r.int32()) if version >= 7 else (0, -1)
+    head, part = _layouts(version)
+    # replica id (-1 for consumers; from 15 a tagged replica state), max wait, min bytes, max
+    # bytes, isolation level, then from 7 the session id and epoch
+    fields = r.fields(head)[1 if version <= 14 else 0 :]
+    max_wait_ms, min_bytes, max_bytes, isolation_level = fields[:4]
+    session_id, session_epoch = fields[4:] if version >= 7 else (0, -1)
     # Smallest encodings: a topic is a name (or a 16-byte id) and a partition count; a
     # partition its fixed-width fields (the tag section's count byte when flexible).
     name_min = 16 if by_id else (1 if r.flexible else 2)
@@ -79,15 +80,14 @@ def read_fetch_body(view: memoryview, pos: int, version: int) -> FetchRequestBod
         name, topic_id = (None, uuid.UUID(bytes=bytes(r.raw(16)))) if by_id else (_name(r), None)
         partitions = []
         for _ in range(r.count(partition_min)):
-            partition = r.int32()
-            if version >= 9:
-                r.int32()  # current leader epoch
-            fetch_offset = r.int64()
-            if version >= 12:
-                r.int32()  # last fetched epoch
-            if version >= 5:
-                r.int64()  # log start offset (followers only)
-            partition_max_bytes = r.int32()
+            # partition, [current leader epoch v9+], fetch offset, [last fetched epoch v12+],
+            # [log start offset v5+ (followers only)], partition max bytes
+            values = r.fields(part)
+            partition, fetch_offset, partition_max_bytes = (
+                values[0],
+                values[2 if version >= 9 else 1],
+                values[-1],
+            )
             r.skip_tags()  # replica directory id (tag 0, v17+)
             partitions.append(FetchPartition(partition, fetch_offset, partition_max_bytes))
         r.skip_tags()
@@ -113,6 +113,15 @@ def read_fetch_body(view: memoryview, pos: int, version: int) -> FetchRequestBod
         session_epoch,
         tuple(topics),
     )
+
+
+@cache
+def _layouts(version: int) -> tuple[struct.Struct, struct.Struct]:
+    """The fixed-width fields of ``version``: the body's head and each partition's."""
+    head = ">" + ("i" if version <= 14 else "") + "iiib" + ("ii" if version >= 7 else "")
+    part = ">i" + ("i" if version >= 9 else "") + "q" + ("i" if version >= 12 else "")
+    part += ("q" if version >= 5 else "") + "i"
+    return struct.Struct(head), struct.Struct(part)
 
 
 def _name(r: BodyReader) -> str:

@@ -98,6 +98,10 @@ class BodyReader:
     def int64(self) -> int:
         return int(_I64.unpack_from(self.view, self._need(8))[0])
 
+    def fields(self, layout: struct.Struct) -> tuple[int, ...]:
+        """Several fixed-width fields at once (``layout`` is big-endian, integers only)."""
+        return layout.unpack_from(self.view, self._need(layout.size))
+
     def raw(self, n: int) -> memoryview:
         start = self._need(n)
         return self.view[start : start + n]
