@@ -178,8 +178,12 @@ class GroupCommitWriter:
         operation is never refused for its size here: one larger than the bound is taken and
         the next read waits until it committed.
         """
-        while 0 <= self.max_queued_bytes < self.queued_bytes:
+        while not self.has_room():
             await self._room.wait()
+
+    def has_room(self) -> bool:
+        """Whether `wait_for_room` would return at once."""
+        return not 0 <= self.max_queued_bytes < self.queued_bytes
 
     def submit(self, op: Operation[T]) -> Operation[T]:
         self.queued_bytes += op.size

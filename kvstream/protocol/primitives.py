@@ -47,7 +47,10 @@ def write_uvarint(out: bytearray, value: int) -> None:
 def write_length(out: bytearray, n: int, flexible: bool) -> None:
     """An array's item count (or a bytes field's size): int32, or compact n + 1."""
     if flexible:
-        write_uvarint(out, n + 1)
+        if 0 <= n < 0x7F:  # the compact n + 1 fits one byte
+            out.append(n + 1)
+        else:
+            write_uvarint(out, n + 1)
     else:
         out += _I32.pack(n)
 
@@ -147,6 +150,10 @@ class BodyReader:
     def skip_tags(self) -> None:
         """A tagged-field section: a plain uvarint count, then (tag, size, size bytes) each."""
         if not self.flexible:
+            return
+        view, pos = self.view, self.pos
+        if pos < len(view) and view[pos] == 0:  # no tagged fields: the usual case
+            self.pos = pos + 1
             return
         fields = self.uvarint()
         if fields * 2 > len(self.view) - self.pos:

@@ -124,11 +124,13 @@ class Connection:
         deadline = math.inf  # set while a frame is partially received
         while True:
             received, data = 0, b""
-            paused = trio.current_time()
-            await self.broker.writer.wait_for_room()
-            # Time spent holding the peer back is ours, not the peer's: the frame timeout of a
-            # partly received frame starts again from where it stood.
-            deadline += trio.current_time() - paused
+            writer = self.broker.writer
+            if not writer.has_room():
+                paused = trio.current_time()
+                await writer.wait_for_room()
+                # Time spent holding the peer back is ours, not the peer's: the frame timeout of
+                # a partly received frame starts again from where it stood.
+                deadline += trio.current_time() - paused
             target = self.frames.receive_buffer()
             try:
                 if deadline == math.inf:  # between frames: no timeout, no cancel scope to pay for

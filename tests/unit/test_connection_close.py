@@ -18,6 +18,9 @@ from kvstream.server.connection import Connection, Slot
 
 
 class _Writer:
+    def has_room(self) -> bool:
+        return True
+
     async def wait_for_room(self) -> None:
         return None
 
