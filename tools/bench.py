@@ -352,14 +352,6 @@ class Broker:
     def cpu_user_sys(self) -> tuple[float, float] | None:
         return proc_cpu_s(self.pid()) if self.alive() else None
 
-    def loop_cpu_s(self) -> float | None:
-        """kvstream's main thread (its event loop): near 1 s per second means a saturated loop."""
-        if self.kind != "kvstream" or not self.alive():
-            return None
-        pid = self.pid()
-        times = proc_cpu_s(pid, tid=pid)
-        return None if times is None else sum(times)
-
     def thread_cpu_s(self) -> dict[int, tuple[str, float]] | None:
         """kvstream's threads: tid -> (OS thread name, CPU seconds so far); the event loop's
         thread (the main one) is named "loop". None for Tansu or when /proc cannot be read."""
@@ -1116,7 +1108,6 @@ def cpu_meter(broker: Broker, row: Row) -> Iterator[None]:
     part of the benchmark competing for the same cores. Well above zero means a noisy run.
     """
     c0, b0, m0 = self_cpu_s(), broker.cpu_user_sys(), machine_busy_s()
-    loop0 = broker.loop_cpu_s()
     threads0 = broker.thread_cpu_s()
     w0 = time.perf_counter()
     row["loadavg_1m"] = round(os.getloadavg()[0], 2)
@@ -1130,12 +1121,12 @@ def cpu_meter(broker: Broker, row: Row) -> Iterator[None]:
             broker_s = sum(b1) - sum(b0)
             row["broker_cpu_s"] = round(broker_s, 3)
             row["broker_sys_s"] = round(b1[1] - b0[1], 3)  # kernel part: syscalls, fsync, copies
-            loop1 = broker.loop_cpu_s()
-            if loop0 is not None and loop1 is not None:
-                row["broker_loop_cpu_s"] = round(loop1 - loop0, 3)
             threads1 = broker.thread_cpu_s()
             if threads0 is not None and threads1 is not None:
-                row["broker_threads_cpu_s"] = thread_cpu_delta(threads0, threads1)
+                threads = thread_cpu_delta(threads0, threads1)
+                # The event loop (the main thread): near the wall time means a saturated loop.
+                row["broker_loop_cpu_s"] = threads.get("loop", 0.0)
+                row["broker_threads_cpu_s"] = threads
             if m0 is not None and m1 is not None:
                 # The group scenario's member processes are client too (0 elsewhere).
                 client_s = (c1 - c0) + float(row.get("consumers_cpu_s", 0.0))
