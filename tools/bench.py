@@ -44,7 +44,9 @@ broker, and everything else on the machine (``other_cpu_s``: well above 0 means 
 kvstream's lines the CPU seconds of its event loop's thread (``broker_loop_cpu_s``: close to
 the scenario's wall time means the loop was saturated) and of each of its threads by OS name
 (``broker_threads_cpu_s``: ``loop``, ``kvstream-commit``, ``lmdb-warm-ahead``, trio's worker
-threads), and produce lines carry ``enqueue_s``,
+threads), the client's Python thread's own CPU and the time it waited, runnable, for a core
+(``client_main_cpu_s``, ``client_main_wait_s``, from the scheduler's schedstat), and produce
+lines carry ``enqueue_s``,
 the time the client's own produce() loop took: when it is close to ``seconds`` the client, not
 the broker, set the rate.
 
@@ -57,7 +59,10 @@ turn N times (a fresh process each time, the order reversed every other round: u
 for a balanced order), so that a burst of load from elsewhere on the machine hits both. After
 all rounds, ratio lines compare the medians: kvstream/tansu for throughput,
 tansu_p99/kvstream_p99 (and p50) for latency, so above 1.0 means kvstream is better in both;
-kvstream/tansu for RSS too (there below 1.0 is better). The exit status is 1 if any measurement
+kvstream/tansu for RSS too (there below 1.0 is better). Each ratio line also lists the ratio
+round by round (``round_ratios``) and, from 3 rounds, their geometric mean with a 90 %
+confidence interval (``geomean``, ``ci90``): an interval that contains 1.0 means the run cannot
+tell the two brokers apart on that figure. The exit status is 1 if any measurement
 failed.
 
 MB means 10^6 bytes of values (keys are empty; record and batch overhead is not counted).
@@ -74,6 +79,7 @@ import concurrent.futures
 import datetime as dt
 import importlib
 import json
+import math
 import os
 import platform
 import resource
@@ -244,6 +250,16 @@ def machine_busy_s() -> float | None:
 def self_cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+def thread_schedstat_s() -> tuple[float, float] | None:
+    """(on CPU, waiting for a CPU) seconds of the calling thread so far, from the scheduler's
+    /proc/thread-self/schedstat; None where the kernel does not provide it."""
+    try:
+        on_cpu, waiting = Path("/proc/thread-self/schedstat").read_text().split()[:2]
+        return int(on_cpu) / 1e9, int(waiting) / 1e9
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
@@ -1109,6 +1125,7 @@ def cpu_meter(broker: Broker, row: Row) -> Iterator[None]:
     """
     c0, b0, m0 = self_cpu_s(), broker.cpu_user_sys(), machine_busy_s()
     threads0 = broker.thread_cpu_s()
+    main0 = thread_schedstat_s()
     w0 = time.perf_counter()
     row["loadavg_1m"] = round(os.getloadavg()[0], 2)
     try:
@@ -1117,6 +1134,12 @@ def cpu_meter(broker: Broker, row: Row) -> Iterator[None]:
         wall = time.perf_counter() - w0
         c1, b1, m1 = self_cpu_s(), broker.cpu_user_sys(), machine_busy_s()
         row["client_cpu_s"] = round(c1 - c0, 3)
+        main1 = thread_schedstat_s()
+        if main0 is not None and main1 is not None:
+            # The client's Python thread (produce()/poll() loops): its CPU, and the time it was
+            # runnable but waited for a core (taken by the broker, librdkafka, anything else).
+            row["client_main_cpu_s"] = round(main1[0] - main0[0], 3)
+            row["client_main_wait_s"] = round(main1[1] - main0[1], 3)
         if b0 is not None and b1 is not None:
             broker_s = sum(b1) - sum(b0)
             row["broker_cpu_s"] = round(broker_s, 3)
@@ -1304,6 +1327,39 @@ def median_of(run: Run, broker: str, scenario: str, key: str) -> tuple[float | N
     return (statistics.median(good) if good else None), len(good), len(rows) - len(good)
 
 
+# Two-sided 90 % quantiles of Student's t (0.95 one-sided) for 1..30 degrees of freedom.
+T_95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782,
+        1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1.714, 1.711,
+        1.708, 1.706, 1.703, 1.701, 1.699, 1.697)  # fmt: skip
+
+
+def paired_ratios(run: Run, scenario: str, key: str, kvstream_over_tansu: bool) -> Row:
+    """The ratio round by round (both brokers ran in every round, one after the other, so a
+    slow spell of the host tends to hit both), and a 90 % confidence interval of their
+    geometric mean (a t interval on the logarithms), from 3 rounds with both figures on.
+
+    The interval says whether a ratio differs from 1.0 by more than the rounds disagree: an
+    interval that contains 1.0 means this run cannot tell the brokers apart on that figure.
+    """
+    per_round: dict[int, dict[str, float]] = {}
+    for r in run.rows:
+        if r.get("scenario") == scenario and "error" not in r and r.get(key):
+            per_round.setdefault(int(r["round"]), {})[str(r.get("broker"))] = float(r[key])
+    ratios = [
+        (f["kvstream"] / f["tansu"]) if kvstream_over_tansu else (f["tansu"] / f["kvstream"])
+        for _, f in sorted(per_round.items())
+        if f.get("kvstream", 0) > 0 and f.get("tansu", 0) > 0
+    ]
+    out: Row = {"round_ratios": [round(x, 3) for x in ratios]}
+    if len(ratios) >= 3:
+        logs = [math.log(x) for x in ratios]
+        mean = statistics.fmean(logs)
+        half = T_95[min(len(logs) - 1, len(T_95)) - 1] * statistics.stdev(logs) / len(logs) ** 0.5
+        out["geomean"] = round(math.exp(mean), 3)
+        out["ci90"] = [round(math.exp(mean - half), 3), round(math.exp(mean + half), 3)]
+    return out
+
+
 def emit_ratio(run: Run, scenario: str, key: str, kvstream_over_tansu: bool) -> None:
     k, k_ok, k_bad = median_of(run, "kvstream", scenario, key)
     t, t_ok, t_bad = median_of(run, "tansu", scenario, key)
@@ -1318,6 +1374,7 @@ def emit_ratio(run: Run, scenario: str, key: str, kvstream_over_tansu: bool) -> 
     row["tansu_median"] = t
     if k is not None and t is not None and k > 0 and t > 0:
         row["value"] = round(k / t if kvstream_over_tansu else t / k, 3)
+    row.update(paired_ratios(run, scenario, key, kvstream_over_tansu))
     if k_bad or t_bad:
         row["error"] = f"failed rounds: kvstream {k_bad}, tansu {t_bad} (median of the others)"
     run.emit(row)
