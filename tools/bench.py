@@ -3,7 +3,7 @@
 Run from the repository root:
 
     .venv/bin/python tools/bench.py [--brokers kvstream,tansu] [--quick] [--out FILE]
-                                    [--rounds N] [--partitions P] [--scenarios a,b,...]
+                                    [--rounds N] [--warmup W] [--partitions P] [--scenarios a,b,...]
                                     [--engine lmdb|leveldb]
 
 For each broker in turn the tool starts the broker process itself on a free 127.0.0.1 port
@@ -56,7 +56,10 @@ JSON line and the run goes on with the next scenario. Every line names the kvstr
 engine (``engine``; null on Tansu's lines). One JSON line per measurement goes to
 stdout (and is appended to ``--out``); progress goes to stderr. ``--rounds N`` runs the brokers in
 turn N times (a fresh process each time, the order reversed every other round: use an even N
-for a balanced order), so that a burst of load from elsewhere on the machine hits both. After
+for a balanced order), so that a burst of load from elsewhere on the machine hits both. Before
+them ``--warmup W`` rounds (default 1) run the same way, printed with ``"warmup": true`` and
+left out of the ratios: the first broker process of a run on this VM is slower, whichever broker
+it is (docs/performance.md), and without a warm-up that cost falls on one broker only. After
 all rounds, ratio lines compare the medians: kvstream/tansu for throughput,
 tansu_p99/kvstream_p99 (and p50) for latency, so above 1.0 means kvstream is better in both;
 kvstream/tansu for RSS too (there below 1.0 is better). Each ratio line also lists the ratio
@@ -1097,6 +1100,7 @@ class Run:
             "partitions": self.partitions,
             "quick": self.quick,
             "round": self.round,
+            "warmup": self.round < 1,
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": self.machine,
             "commit": self.commit,
@@ -1322,7 +1326,11 @@ def bench_broker(run: Run, kind: str, scale: int, selected: set[str] | None = No
 
 def median_of(run: Run, broker: str, scenario: str, key: str) -> tuple[float | None, int, int]:
     """Median of ``key`` over the rounds where (broker, scenario) succeeded; and the counts."""
-    rows = [r for r in run.rows if r.get("broker") == broker and r.get("scenario") == scenario]
+    rows = [
+        r
+        for r in run.rows
+        if r.get("broker") == broker and r.get("scenario") == scenario and r["round"] >= 1
+    ]
     good = [float(r[key]) for r in rows if "error" not in r and r.get(key) is not None]
     return (statistics.median(good) if good else None), len(good), len(rows) - len(good)
 
@@ -1343,7 +1351,7 @@ def paired_ratios(run: Run, scenario: str, key: str, kvstream_over_tansu: bool) 
     """
     per_round: dict[int, dict[str, float]] = {}
     for r in run.rows:
-        if r.get("scenario") == scenario and "error" not in r and r.get(key):
+        if r.get("scenario") == scenario and "error" not in r and r.get(key) and r["round"] >= 1:
             per_round.setdefault(int(r["round"]), {})[str(r.get("broker"))] = float(r[key])
     ratios = [
         (f["kvstream"] / f["tansu"]) if kvstream_over_tansu else (f["tansu"] / f["kvstream"])
@@ -1414,6 +1422,13 @@ def main(argv: list[str] | None = None) -> int:
         help="repeat the brokers in turn this many times (fresh process each); ratios use medians",
     )
     parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="unmeasured rounds first (default 1): the first broker process of a run on this VM "
+        "is slower, whichever broker it is (see docs/performance.md)",
+    )
+    parser.add_argument(
         "--engine",
         choices=("lmdb", "leveldb"),
         default="lmdb",
@@ -1449,6 +1464,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--partitions must be >= 1")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
 
     run = Run(
         machine=machine_info(),
@@ -1461,7 +1478,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides=tuple(args.override),
     )
     scale = 10 if args.quick else 1
-    for round_no in range(1, args.rounds + 1):
+    # Warm-up rounds are numbered 0, -1, ...: their lines are printed (``"warmup": true``) but
+    # left out of the ratios.
+    for round_no in range(1 - args.warmup, args.rounds + 1):
         run.round = round_no
         # Every other round runs the brokers in reverse order: the first broker of a run on a
         # freshly booted (or long idle) VM pays for touching guest memory the host has not
