@@ -1467,6 +1467,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
 
+    # An --override of storage.engine (the last one wins, as in `kvstream serve`) names the
+    # engine the lines report, not --engine.
+    engine = args.engine
+    for item in args.override:
+        key, _, value = item.partition("=")
+        if key.strip() == "storage.engine":
+            engine = value.strip()
     run = Run(
         machine=machine_info(),
         commit=git_commit(),
@@ -1474,7 +1481,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         out=args.out,
         rounds=args.rounds,
-        engine=args.engine,
+        engine=engine,
         overrides=tuple(args.override),
     )
     scale = 10 if args.quick else 1
