@@ -1324,12 +1324,17 @@ def bench_broker(run: Run, kind: str, scale: int, selected: set[str] | None = No
         broker.cleanup()
 
 
+def measured(row: Row) -> bool:
+    """A line of a measured round (warm-up rounds are numbered 0, -1, ...)."""
+    return int(row["round"]) >= 1
+
+
 def median_of(run: Run, broker: str, scenario: str, key: str) -> tuple[float | None, int, int]:
     """Median of ``key`` over the rounds where (broker, scenario) succeeded; and the counts."""
     rows = [
         r
         for r in run.rows
-        if r.get("broker") == broker and r.get("scenario") == scenario and r["round"] >= 1
+        if r.get("broker") == broker and r.get("scenario") == scenario and measured(r)
     ]
     good = [float(r[key]) for r in rows if "error" not in r and r.get(key) is not None]
     return (statistics.median(good) if good else None), len(good), len(rows) - len(good)
@@ -1351,7 +1356,7 @@ def paired_ratios(run: Run, scenario: str, key: str, kvstream_over_tansu: bool) 
     """
     per_round: dict[int, dict[str, float]] = {}
     for r in run.rows:
-        if r.get("scenario") == scenario and "error" not in r and r.get(key) and r["round"] >= 1:
+        if r.get("scenario") == scenario and "error" not in r and r.get(key) and measured(r):
             per_round.setdefault(int(r["round"]), {})[str(r.get("broker"))] = float(r[key])
     ratios = [
         (f["kvstream"] / f["tansu"]) if kvstream_over_tansu else (f["tansu"] / f["kvstream"])
@@ -1485,8 +1490,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides=tuple(args.override),
     )
     scale = 10 if args.quick else 1
-    # Warm-up rounds are numbered 0, -1, ...: their lines are printed (``"warmup": true``) but
-    # left out of the ratios.
+    # Warm-up rounds (see `measured`): their lines are printed, with "warmup": true.
     for round_no in range(1 - args.warmup, args.rounds + 1):
         run.round = round_no
         # Every other round runs the brokers in reverse order: the first broker of a run on a
