@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check kvstream tests tools
 	$(VENV)/bin/ruff format --check kvstream tests tools
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: system-deps $(STAMP) lint
 	$(VENV)/bin/pytest -q
