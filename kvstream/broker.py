@@ -50,7 +50,6 @@ one 80 MiB group commit took 328 ms instead of 44 beside a busy thread, and 105 
 
 class Broker:
     def __init__(self, config: BrokerConfig, store: KVStore) -> None:
-        registry.load_all()
         self.config = config
         self.store = store
         self.logs = LogManager.open(store)

@@ -1,6 +1,7 @@
 """The handler registry: each API module declares its key and version range once, here.
 
-OWNS: `@handles`, the table ApiVersions is computed from, and `RequestContext`.
+OWNS: `@handles`, the table ApiVersions is computed from (filled by importing every handler
+module: the package's ``__init__`` lists them explicitly), and `RequestContext`.
 MUST NOT KNOW: sockets, storage keys.
 
 A handler is `handler(ctx, request) -> Awaitable[response | None] | Ready`; None means "send
@@ -15,8 +16,6 @@ version, so one handler body serves every version.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
@@ -121,15 +120,6 @@ def handles(api_key: int, versions: tuple[int, int]) -> Callable[[Handler], Hand
     return register
 
 
-def load_all() -> None:
-    """Import every handler module so their decorators run."""
-    import kvstream.handlers as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "registry" and not info.name.startswith("_"):
-            importlib.import_module(f"kvstream.handlers.{info.name}")
-
-
 def served_versions() -> dict[int, tuple[int, int]]:
     """API key -> (min, max) decodable versions."""
     return {k: (s.min_version, s.max_version) for k, s in HANDLERS.items()}
@@ -173,7 +163,6 @@ def compatibility_markdown() -> str:
     """docs/compatibility.md's table, generated from the registry (one list, never two)."""
     from kio.schema.index import api_key_map
 
-    load_all()
     lines = [
         "<!-- BEGIN GENERATED: python -m kvstream.handlers.registry -->",
         "| API key | API | versions served | versions advertised | handler |",

@@ -4,7 +4,9 @@ advertised the way real clients need it, and documented where it is declared."""
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import re
+import subprocess
 import sys
 from collections import Counter
 
@@ -18,7 +20,6 @@ from kvstream.handlers.registry import (
     HANDLERS,
     HandlerSpec,
     advertised_versions,
-    load_all,
     served_versions,
 )
 from kvstream.protocol.codec import OWN_SCHEMAS, model_version
@@ -26,25 +27,46 @@ from kvstream.protocol.codec import OWN_SCHEMAS, model_version
 PRODUCE, FETCH, METADATA, FIND_COORDINATOR, API_VERSIONS = 0, 1, 3, 10, 18
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _loaded() -> None:
-    load_all()
-
-
 def _camel(snake: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in snake.split("_"))
 
 
 def _specs() -> list[HandlerSpec]:
-    load_all()
     return sorted(HANDLERS.values(), key=lambda s: s.api_key)
 
 
-def test_load_all_registers_handlers_and_is_idempotent() -> None:
-    before = dict(HANDLERS)
-    load_all()  # modules already imported: no second registration, no error
-    assert before == HANDLERS
-    assert {PRODUCE, FETCH, METADATA, API_VERSIONS} <= set(HANDLERS)
+def _handler_modules() -> set[str]:
+    import kvstream.handlers as package
+
+    return {
+        f"kvstream.handlers.{info.name}"
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name != "registry" and not info.name.startswith("_")
+    }
+
+
+def test_every_handler_module_is_in_the_registrys_explicit_list() -> None:
+    """A handler module that registry.py does not import would be served only when something
+    else happened to import it first."""
+    registered = {spec.handler.__module__ for spec in HANDLERS.values()}
+    assert _handler_modules() == registered
+
+
+@pytest.mark.parametrize(
+    "first_import",
+    ["kvstream.handlers.registry", "kvstream.handlers.produce", "kvstream.handlers.topics"],
+)
+def test_the_table_is_complete_whichever_module_is_imported_first(first_import: str) -> None:
+    """In a fresh interpreter, importing any one module of the package fills the whole table."""
+    code = (
+        f"import {first_import}\n"
+        "from kvstream.handlers.registry import HANDLERS\n"
+        "print(sorted(HANDLERS))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == str(sorted(HANDLERS))
 
 
 def test_registering_a_key_twice_is_refused() -> None:
