@@ -27,6 +27,7 @@ error code where the protocol allows it.
 
 from __future__ import annotations
 
+import importlib
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
@@ -617,10 +618,43 @@ def build(cls: type[Any], **values: Any) -> Any:
     """Instantiate a kio dataclass, dropping the fields its version does not have.
 
     Handlers describe a response once with every field any version has; each version's class
-    keeps what it knows. Fields it needs and was not given keep kio's defaults (or raise).
+    keeps what it knows. Fields it needs and was not given keep kio's defaults (or raise). A
+    field that no version of the message has is a mistake in the caller (a typo would
+    otherwise be dropped silently): ``TypeError`` names it.
     """
     names = _field_names(cls)
-    return cls(**{k: v for k, v in values.items() if k in names})
+    kept = {k: v for k, v in values.items() if k in names}
+    if len(kept) != len(values):
+        unknown = values.keys() - _any_version_field_names(cls)
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__} has no field {', '.join(sorted(unknown))} in any version"
+            )
+    return cls(**kept)
+
+
+@cache
+def _any_version_field_names(cls: type[Any]) -> frozenset[str]:
+    """The field names of ``cls``'s message class in every version kio has.
+
+    kio puts version N of a message's entities in ``kio.schema.<api>.v<N>.<request|response>``;
+    the same class name in the sibling version modules is the same entity in another version.
+    """
+    package, _version, kind = cls.__module__.rsplit(".", 2)
+    names = set(_field_names(cls))
+    for version in range(_MAX_VERSION_PROBED + 1):
+        try:
+            module = importlib.import_module(f"{package}.v{version}.{kind}")
+        except ImportError:
+            continue
+        same = getattr(module, cls.__name__, None)
+        if isinstance(same, type):
+            names |= _field_names(same)
+    return frozenset(names)
+
+
+_MAX_VERSION_PROBED: Final = 32
+"""Versions of a message looked at by `_any_version_field_names` (Kafka 4.x's highest is 18)."""
 
 
 def has_field(cls: type[Any], name: str) -> bool:

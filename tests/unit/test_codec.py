@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.errors import ErrorCode
+from kio.schema.types import BrokerId
 from kio.serial import entity_reader, entity_writer
 
 from kvstream.protocol import records
@@ -783,7 +784,6 @@ def test_build_drops_fields_the_version_lacks() -> None:
         "api_keys": (),
         "throttle_time": datetime.timedelta(milliseconds=5),
         "zk_migration_ready": True,
-        "no_such_field_anywhere": 1,
     }
     old = build(v0.ApiVersionsResponse, **common)
     assert old == v0.ApiVersionsResponse(error_code=ErrorCode.none, api_keys=())
@@ -798,3 +798,25 @@ def test_build_missing_required_field_raises() -> None:
     v3 = importlib.import_module(load_response_schema(18, 3).__module__)
     with pytest.raises(TypeError):
         build(v3.ApiVersionsResponse, error_code=ErrorCode.none)
+
+
+def test_build_drops_fields_other_versions_have_and_refuses_names_no_version_has() -> None:
+    import kio.schema.metadata.v0.response as v0
+    import kio.schema.metadata.v12.response as v12
+
+    # throttle_time exists from v3 on: v0's class drops it, v12's keeps it.
+    assert not hasattr(build(v0.MetadataResponse, throttle_time=None, brokers=(), topics=()), "x")
+    built = build(
+        v12.MetadataResponse,
+        throttle_time=datetime.timedelta(milliseconds=7),
+        brokers=(),
+        topics=(),
+        cluster_id=None,
+        controller_id=BrokerId(1),
+    )
+    assert built.throttle_time == datetime.timedelta(milliseconds=7)
+    with pytest.raises(TypeError, match="brokrs"):
+        build(v0.MetadataResponse, brokrs=(), brokers=(), topics=())
+    # Nested entities are checked across versions too.
+    with pytest.raises(TypeError, match="is_internl"):
+        build(v12.MetadataResponseTopic, is_internl=False)
