@@ -625,7 +625,7 @@ def build(cls: type[Any], **values: Any) -> Any:
     names = _field_names(cls)
     kept = {k: v for k, v in values.items() if k in names}
     if len(kept) != len(values):
-        unknown = values.keys() - _any_version_field_names(cls)
+        unknown = values.keys() - _any_version_field_names(cls.__module__, cls.__name__)
         if unknown:
             raise TypeError(
                 f"{cls.__name__} has no field {', '.join(sorted(unknown))} in any version"
@@ -634,20 +634,22 @@ def build(cls: type[Any], **values: Any) -> Any:
 
 
 @cache
-def _any_version_field_names(cls: type[Any]) -> frozenset[str]:
-    """The field names of ``cls``'s message class in every version kio has.
+def _any_version_field_names(module_name: str, class_name: str) -> frozenset[str]:
+    """The field names of a message class in every version kio has.
 
     kio puts version N of a message's entities in ``kio.schema.<api>.v<N>.<request|response>``;
     the same class name in the sibling version modules is the same entity in another version.
     """
-    package, _version, kind = cls.__module__.rsplit(".", 2)
-    names = set(_field_names(cls))
-    for version in range(_MAX_VERSION_PROBED + 1):
+    package, _version, kind = module_name.rsplit(".", 2)
+    names: set[str] = set()
+    for module_path in [module_name] + [
+        f"{package}.v{v}.{kind}" for v in range(_MAX_VERSION_PROBED + 1)
+    ]:
         try:
-            module = importlib.import_module(f"{package}.v{version}.{kind}")
+            module = importlib.import_module(module_path)
         except ImportError:
             continue
-        same = getattr(module, cls.__name__, None)
+        same = getattr(module, class_name, None)
         if isinstance(same, type):
             names |= _field_names(same)
     return frozenset(names)
