@@ -489,7 +489,7 @@ def consumer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "fetch.queue.backoff.ms": 1,  # see docs/design-brief "Known traps"
+        "fetch.queue.backoff.ms": 1,  # see docs/design.md, "Known client traps"
         "fetch.min.bytes": 1,
         "max.partition.fetch.bytes": 4_194_304,
         "fetch.max.bytes": 52_428_800,

@@ -10,7 +10,7 @@ collides with its old data.
 | prefix | key (tid = topic id, 16 bytes; p = partition, be32) | value                         |
 |--------|------------------------------------------------------|-------------------------------|
 | 0x00   | 0x00 "format"                                        | format version, be32          |
-| 0x00   | 0x00 "cluster_id"                                    | cluster id, utf-8             |
+| 0x00   | 0x00 "cluster_id"                                    | cluster id, ascii             |
 | 0x00   | 0x00 "next_producer_id"                              | next producer id, be64        |
 | 0x00   | 0x00 "engine"                                        | storage engine, ascii         |
 | 0x01   | 0x01 offset be64                                     | metadata record (JSON)        |

@@ -10,7 +10,8 @@ MUST NOT KNOW: sockets, storage, what a fetch returns, or any other API. The cod
 
 Why not kio: a consumer that keeps up sends a Fetch for every few records, and kio's reader
 (plus the layout walk the codec runs before it, since kio's native reader must never see an
-unchecked length) cost about 5 % of the event loop in the e2e benchmark. The fields no handler
+unchecked length) was a visible share of the event loop's time (docs/design.md, "Produce and
+Fetch codecs by hand"). The fields no handler
 uses (replica id and state, current leader and last fetched epochs, log start offset, forgotten
 topics, the rack id, and the tagged cluster id and replica directory id) are checked and
 skipped.

@@ -77,8 +77,8 @@ class Connection:
     Answers are written by whichever task completes the slot at the head of the queue, with a
     non-blocking ``writev`` on the socket: no task switch per response. Only when the socket's
     buffer is full does the rest go to the sender task (``send_all``), and later answers wait
-    behind it. On the 2-core VM of docs/performance.md a dedicated sender task cost three task
-    steps, about 0.14 ms of the event loop, per request.
+    behind it. A dedicated sender task would cost three task steps per request (docs/design.md,
+    "Fewer task steps per request").
     """
 
     def __init__(self, broker: Broker, stream: trio.SocketStream, peer: str) -> None:

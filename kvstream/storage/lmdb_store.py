@@ -5,7 +5,7 @@ and the mapping of every ``lmdb.Error`` to ``StorageError``.
 MUST NOT KNOW: Kafka, the key schema, trio. It is called from worker threads and from the event
 loop thread alike, and never blocks on anything but LMDB and its own short locks.
 
-LMDB rules kept here (docs/design-brief.md, "LMDB rules"):
+LMDB rules kept here (docs/design.md, "Storage engines: LMDB and LevelDB"):
 
 - ``writemap=False`` always: a full disk then fails a commit with ENOSPC (``StorageFullError``)
   instead of killing the process with SIGBUS. ``subdir=True``: the files are ``data.mdb`` and
@@ -25,9 +25,8 @@ LMDB rules kept here (docs/design-brief.md, "LMDB rules"):
   adopts the new size and retries. The file never shrinks; freed pages are reused.
 - Aborting a write transaction (``fn`` raised, or the map is full) also waits for this
   process's open snapshots and holds new ones back meanwhile: py-lmdb's write abort waits until
-  no LMDB call of the environment is in flight on any thread, and readers in a loop starved it
-  for seconds to minutes (measured with three reader threads: 13 s, and over 60 s). Commit has
-  no such wait.
+  no LMDB call of the environment is in flight on any thread, and a few reader threads in a
+  loop starved it for seconds to minutes. Commit has no such wait.
 - A reopened environment keeps the larger of ``map_size`` and the size it had grown to.
 - Warm-ahead (``warm_ahead_max``, off with 0): while the file grows, a thread extends
   ``data.mdb`` past LMDB's last page (``posix_fallocate``) and reads that zeroed stretch into
@@ -335,13 +334,12 @@ class _LmdbWriteTxn(_LmdbReadTxn):
 class _WarmAhead:
     """Keeps page-cache pages ready past the end of LMDB's data, off the committing thread.
 
-    Measured cause (docs/performance.md, "Page cache ahead of the writer"): with the file
-    growing, most of a commit's time went to ``writev`` copying into page-cache pages the kernel
-    had to allocate first (``perf``: copy_folio_from_iter_atomic); overwriting pages already in
-    the cache is an order of magnitude cheaper. After each commit that grew the data, this
-    thread allocates the next stretch (twice that growth, at most ``limit`` bytes) and reads it
-    (``sendfile`` to /dev/null), which puts zero-filled clean pages into the cache for the next
-    commits to overwrite.
+    Why (docs/design.md, "Page cache ahead of the writer"): with the file growing, most of a
+    commit's time went to ``writev`` copying into page-cache pages the kernel had to allocate
+    first; overwriting pages already in the cache is much cheaper. After each commit that grew
+    the data, this thread allocates the next stretch (twice that growth, at most ``limit``
+    bytes) and reads it (``sendfile`` to /dev/null), which puts zero-filled clean pages into the
+    cache for the next commits to overwrite.
     Advisory only: any OSError (no fallocate support, disk full) stops it quietly for good.
     """
 

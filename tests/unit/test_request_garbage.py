@@ -2,9 +2,9 @@
 kvstream.log.writer.Operation, kvstream.handlers.fetch._LongPoll).
 
 Cyclic garbage is freed only by the garbage collector; a cycle per request made the collector
-run about four times as often, and its full passes over the heap paused the event loop for up
-to 60 ms on the 2-core VM of docs/performance.md. Here every object the collector finds
-unreachable is kept (DEBUG_SAVEALL) and none may be one of ours.
+run several times as often, and its full passes over the heap paused the event loop
+(docs/design.md, "Frozen start-up heap"). Here every object the collector finds unreachable is
+kept (DEBUG_SAVEALL) and none may be one of ours.
 """
 
 from __future__ import annotations
