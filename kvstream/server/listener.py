@@ -141,7 +141,7 @@ async def serve_listeners(
     bound: Sequence[BoundListener],
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on the bound sockets and serve them until cancelled (the sockets close then).
+    """Listen on the bound sockets and serve them until cancelled; the sockets close then.
     Reports the bound (host, port) of every socket through ``task_status``."""
     sockets: list[trio.SocketListener] = []
     try:
@@ -161,7 +161,11 @@ async def serve_listeners(
     async def handler(stream: trio.SocketStream) -> None:
         await _handle(broker, stream)
 
-    async with trio.open_nursery() as nursery:
-        for s in sockets:
-            nursery.start_soon(trio.serve_listeners, handler, [s])
-        task_status.started(addresses)
+    try:
+        async with trio.open_nursery() as nursery:
+            for s in sockets:
+                nursery.start_soon(trio.serve_listeners, handler, [s])
+            task_status.started(addresses)
+    finally:  # the ports are free again as soon as the broker stops serving
+        for item in bound:
+            item.close()
