@@ -344,5 +344,7 @@ async def run_broker(config: BrokerConfig) -> None:
                     nursery.cancel_scope.cancel()
                     break
         finally:
+            for item in bound:  # closed already unless start-up failed before serving
+                item.close()
             broker.close()
         log.info("kvstream stopped on %s (pid %d): store closed", stopped_by, os.getpid())
