@@ -1,11 +1,13 @@
 """The broker: composition root that wires config, storage, logs, writer and listeners.
 
-OWNS: start-up and shutdown order, the broker's identity (node id, advertised address, cluster
-id), topic auto-creation, the deadline task Fetch long polls end on, and the one place a
-config value is resolved: `effective_config` layers the dynamic broker configs (KIP-226, stored
-by the log manager) over the static `config` (topic override > dynamic per-broker > dynamic
-cluster default > server.properties > default), and `topic_config` answers every topic lookup
-(Produce, retention, the cleaner) from it.
+OWNS: start-up and shutdown order (bind the listeners, then create and lock the data
+directory, then open the store, then listen and serve; on SIGTERM/SIGINT stop serving, close
+the store, release the lock), the start-up and shutdown log lines, the broker's identity
+(node id, advertised address, cluster id), topic auto-creation, the deadline task Fetch long
+polls end on, and the one place a config value is resolved: `effective_config` layers the
+dynamic broker configs (KIP-226, stored by the log manager) over the static `config` (topic
+override > dynamic per-broker > dynamic cluster default > server.properties > default), and
+`topic_config` answers every topic lookup (Produce, retention, the cleaner) from it.
 MUST NOT KNOW: how any single API is encoded (handlers), storage key layout (log).
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import trio
 
+from kvstream import __version__
 from kvstream.config import BrokerConfig, ConfigError, Listener, topic_config_defaults
 from kvstream.group.classic import GroupConfig
 from kvstream.group.consumer import ConsumerGroupConfig
@@ -31,9 +34,12 @@ from kvstream.log.compaction import PassResult
 from kvstream.log.manager import LogManager, TopicExists
 from kvstream.log.metadata import TopicImage
 from kvstream.log.writer import GroupCommitWriter
+from kvstream.protocol import records
 from kvstream.server.deadlines import Deadlines
+from kvstream.server.listener import BoundListener, bind_listeners
 from kvstream.storage.base import KVStore
-from kvstream.storage.open import open_store
+from kvstream.storage.lock import DataDirLock, lock_data_dir
+from kvstream.storage.open import check_engine, open_store
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +55,12 @@ one 80 MiB group commit took 328 ms instead of 44 beside a busy thread, and 105 
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, store: KVStore) -> None:
+    def __init__(
+        self, config: BrokerConfig, store: KVStore, dir_lock: DataDirLock | None = None
+    ) -> None:
         self.config = config
         self.store = store
+        self.dir_lock = dir_lock  # held until close(); None on the memory engine
         self.logs = LogManager.open(store)
         self.writer = GroupCommitWriter(
             store,
@@ -94,6 +103,14 @@ class Broker:
     @property
     def cluster_id(self) -> str:
         return self.logs.cluster_id
+
+    def close(self) -> None:
+        """Close the store, then give up the data directory's lock."""
+        try:
+            self.store.close()
+        finally:
+            if self.dir_lock is not None:
+                self.dir_lock.release()
 
     # -- topics --------------------------------------------------------------------------------
 
@@ -181,10 +198,18 @@ class Broker:
     # -- serving -------------------------------------------------------------------------------
 
     async def serve(
-        self, task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED
+        self,
+        bound: list[BoundListener] | None = None,
+        task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        """Run the broker's tasks and serve its listeners until cancelled; reports the bound
+        (host, port) of every listening socket. ``bound``: listeners already bound by
+        ``bind_listeners`` (``run_broker`` binds before it opens the store); bound here when
+        None."""
         from kvstream.server.listener import serve_listeners
 
+        if bound is None:
+            bound = await bind_listeners(self.config.listeners)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.writer.run)
             await nursery.start(self.deadlines.run)
@@ -195,28 +220,58 @@ class Broker:
                     self.cleaner.run,
                     lambda: self.effective_config.get_int("log.cleaner.backoff.ms"),
                 )
-            bound = await nursery.start(serve_listeners, self, self.config.listeners)
-            if self.advertised.port == 0 and bound:
-                self.advertised = Listener(self.advertised.name, bound[0][0], bound[0][1])
-            task_status.started(bound)
+            addresses = await nursery.start(serve_listeners, self, bound)
+            if self.advertised.port == 0 and addresses:
+                self.advertised = Listener(self.advertised.name, addresses[0][0], addresses[0][1])
+            task_status.started(addresses)
 
 
 def open_broker(config: BrokerConfig) -> Broker:
-    data_dir = Path(config.log_dir)
+    """Open the broker's store: on a persistent engine, create the data directory if needed and
+    take its exclusive lock first (``DataDirLockedError`` when another broker holds it), so two
+    brokers never write one store. A data directory of the other engine is refused before
+    anything is created in it."""
     engine = config.storage_engine
-    if engine != "memory":
-        data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(
-        None if engine == "memory" else data_dir,
-        engine,
-        map_size=config.storage_map_size,
-        warm_ahead_max=config.storage_warm_ahead_bytes,
-    )
+    if engine == "memory":
+        return Broker(config, open_store(None, engine))
+    data_dir = Path(config.log_dir)
+    check_engine(data_dir, engine)
+    dir_lock = lock_data_dir(data_dir)
     try:
-        return Broker(config, store)
+        store = open_store(
+            data_dir,
+            engine,
+            map_size=config.storage_map_size,
+            warm_ahead_max=config.storage_warm_ahead_bytes,
+        )
+    except BaseException:
+        dir_lock.release()
+        raise
+    try:
+        return Broker(config, store, dir_lock)
     except BaseException:  # e.g. the store's format or engine record refused
         store.close()
+        dir_lock.release()
         raise
+
+
+def record_walker() -> str:
+    """Which record walker validates produced batches: the C extension or the Python one."""
+    if records._native_walk is not None:
+        return "C (kvstream.protocol._walk)"
+    return "Python (the C extension kvstream.protocol._walk is not built)"
+
+
+def startup_line(config: BrokerConfig, bound: list[BoundListener]) -> str:
+    """The one INFO line a started broker writes: version, engine, data directory, the bound
+    listeners, the record walker and the pid."""
+    engine = config.storage_engine
+    data = "none (nothing persists)" if engine == "memory" else os.path.abspath(config.log_dir)
+    urls = ", ".join(url for item in bound for url in item.urls())
+    return (
+        f"kvstream {__version__} started: engine {engine}, data directory {data}, "
+        f"listeners {urls}, record walker {record_walker()}, pid {os.getpid()}"
+    )
 
 
 MALLOC_TRIM_THRESHOLD = 64 * 1024 * 1024
@@ -262,19 +317,33 @@ def freeze_startup_heap() -> int:
 
 
 async def run_broker(config: BrokerConfig) -> None:
+    """Start the broker and serve until SIGTERM or SIGINT, in this order: bind the listeners
+    (``BindError`` names the one that cannot be bound), create and lock the data directory,
+    open the store, then listen and serve. A broker that cannot bind leaves no data directory
+    behind; one that cannot lock touches nothing in it. A signal during start-up stops the
+    broker as soon as it serves."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     tune_malloc()
-    broker = open_broker(config)
-    try:
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(broker.serve)
-            freeze_startup_heap()
-            for host, port in bound:
-                log.info("kvstream listening on %s:%d (pid %d)", host, port, os.getpid())
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        bound = await bind_listeners(config.listeners)
+        try:
+            broker = open_broker(config)
+        except BaseException:
+            for item in bound:
+                item.close()
+            raise
+        stopped_by = ""
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(broker.serve, bound)
+                freeze_startup_heap()
+                log.info("%s", startup_line(config, bound))
                 async for signum in signals:
-                    log.info("received signal %d: shutting down", signum)
+                    stopped_by = signal.Signals(signum).name
                     nursery.cancel_scope.cancel()
                     break
-    finally:
-        broker.store.close()
+        finally:
+            for item in bound:  # closed already unless start-up failed before serving
+                item.close()
+            broker.close()
+        log.info("kvstream stopped on %s (pid %d): store closed", stopped_by, os.getpid())

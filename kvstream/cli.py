@@ -1,8 +1,10 @@
 """Command line: `kvstream serve [server.properties] [--override key=value ...]`.
 
-OWNS: argument parsing, logging set-up, and turning configuration errors into one clear line
-and exit status 2 (a storage.engine that does not match the data dir included), other start-up
-failures into one clear line and exit status 1.
+OWNS: argument parsing (``--log-level`` takes Python's level names, in any letter case), logging
+set-up, and turning configuration errors into one clear line and exit status 2 (a
+storage.engine that does not match the data dir included), other start-up failures (a listener
+that cannot be bound, a data directory another broker holds, a store that cannot open) into one
+clear line and exit status 1.
 MUST NOT KNOW: anything the broker does after start-up.
 """
 
@@ -19,6 +21,9 @@ import trio
 from kvstream import __version__
 from kvstream.config import ConfigError, load_config
 
+LOG_LEVELS = list(logging.getLevelNamesMapping())
+"""Python's level names: CRITICAL, FATAL, ERROR, WARN, WARNING, INFO, DEBUG, NOTSET."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kvstream", description="Kafka-compatible broker")
@@ -33,11 +38,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="set a config key, after the file (repeatable)",
     )
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        help=f"log level, one of {', '.join(LOG_LEVELS)} (any letter case; default INFO)",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=logging.getLevelNamesMapping()[args.log_level],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -49,9 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _without_hypothesis():
         from kvstream.broker import run_broker
     from kvstream.log.manager import StoreFormatError
+    from kvstream.server.listener import BindError
     from kvstream.storage.base import StorageError
 
-    fatal = (StoreFormatError, StorageError, OSError)
+    fatal = (BindError, StoreFormatError, StorageError, OSError)
     try:
         trio.run(run_broker, config)
     except fatal as exc:

@@ -8,6 +8,9 @@ OWNS
     (:func:`load_config`);
   * validation: unknown keys, values of the wrong type or out of range, listeners, and the
     rules that follow from kvstream being a single node (``default.replication.factor`` is 1);
+  * what start-up refuses because it is not supported yet (TLS and SASL listeners and keys,
+    an authorizer): all in the section NOT SUPPORTED YET, which the security work lifts;
+  * each key's status (:data:`Status`: applied, stored or refused);
   * what DescribeConfigs reports (:meth:`BrokerConfig.describe`, :func:`topic_config_defaults`)
     and how CreateTopics / AlterConfigs values are checked (:func:`validate_topic_config`);
   * the reference tables in docs/configuration.md (``python -m kvstream.config`` prints them).
@@ -309,11 +312,16 @@ _TIMESTAMP_TYPES: Final = ("CreateTime", "LogAppendTime")
 
 _Synonyms = tuple[tuple[str, int], ...]
 
+Status = Literal["applied", "stored", "refused"]
+"""What kvstream does with a key (the "kvstream" column of docs/configuration.md): "applied"
+(the broker acts on it), "stored" (accepted, checked and reported by DescribeConfigs, no effect
+yet) or "refused" (start-up stops: the feature is not supported yet, see NOT SUPPORTED YET)."""
+
 
 @dataclass(frozen=True, slots=True)
 class _TopicMeta:
     synonyms: _Synonyms  # broker keys in priority order, with a ms multiplier
-    applies: bool
+    status: Status
     doc: str
 
 
@@ -329,7 +337,7 @@ def _typed(type_: str, check: Callable[[str], None] | None = None) -> Callable[[
 _TopicRow = tuple[str, str, str, Callable[[str], None] | None, _Synonyms, bool, str]
 
 _TOPIC_TABLE: Final[tuple[_TopicRow, ...]] = (
-    # name, type, default, check, broker synonyms, applies, doc
+    # name, type, default, check, broker synonyms, applied (else stored), doc
     ("cleanup.policy", "LIST", "delete", _list_of("compact", "delete"),
      (("log.cleanup.policy", 1),), True,
      "`delete` (retention), `compact` (keep the latest record per key), both, or empty "
@@ -370,11 +378,13 @@ _TOPIC_TABLE: Final[tuple[_TopicRow, ...]] = (
     ("max.message.bytes", "INT", "1048588", _at_least(0), (("message.max.bytes", 1),), True,
      "Largest record batch accepted for this topic."),
     ("message.timestamp.after.max.ms", "LONG", "3600000", _at_least(0),
-     (("log.message.timestamp.after.max.ms", 1),), True,
-     "How far a CreateTime timestamp may lie in the future."),
+     (("log.message.timestamp.after.max.ms", 1),), False,
+     "How far a CreateTime timestamp may lie in the future (not checked yet: Produce accepts "
+     "any timestamp)."),
     ("message.timestamp.before.max.ms", "LONG", str(LONG_MAX), _at_least(0),
-     (("log.message.timestamp.before.max.ms", 1),), True,
-     "How far a CreateTime timestamp may lie in the past."),
+     (("log.message.timestamp.before.max.ms", 1),), False,
+     "How far a CreateTime timestamp may lie in the past (not checked yet: Produce accepts "
+     "any timestamp)."),
     ("message.timestamp.type", "STRING", "CreateTime", _one_of(*_TIMESTAMP_TYPES),
      (("log.message.timestamp.type", 1),), True,
      "`CreateTime` (producer's timestamp) or `LogAppendTime` (broker's clock)."),
@@ -424,13 +434,13 @@ TOPIC_CONFIGS: Final[Mapping[str, TopicConfigDef]] = MappingProxyType(
             broker_synonym=synonyms[0][0] if synonyms else None,
             validate=_typed(type_, check),
         )
-        for name, type_, default, check, synonyms, _applies, _doc in _TOPIC_TABLE
+        for name, type_, default, check, synonyms, _applied, _doc in _TOPIC_TABLE
     }
 )
 _TOPIC_META: Final[Mapping[str, _TopicMeta]] = MappingProxyType(
     {
-        name: _TopicMeta(synonyms=synonyms, applies=applies, doc=doc)
-        for name, _t, _d, _c, synonyms, applies, doc in _TOPIC_TABLE
+        name: _TopicMeta(synonyms=synonyms, status="applied" if applied else "stored", doc=doc)
+        for name, _t, _d, _c, synonyms, applied, doc in _TOPIC_TABLE
     }
 )
 
@@ -438,8 +448,6 @@ _TOPIC_META: Final[Mapping[str, _TopicMeta]] = MappingProxyType(
 # --------------------------------------------------------------------------------------------
 # Broker keys
 # --------------------------------------------------------------------------------------------
-
-Status = Literal["applies", "stored"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,31 +482,33 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
     _b("process.roles", "LIST", "", "stored",
        "KRaft roles of this node. kvstream always acts as a combined broker and single-voter "
        "controller.", _list_of("broker", "controller")),
-    _b("node.id", "INT", "1", "applies",
+    _b("node.id", "INT", "1", "applied",
        "Id of this node. If unset, broker.id is used. Kafka has no default and requires it; "
        "kvstream defaults to 1.", _at_least(0)),
-    _b("broker.id", "INT", "-1", "applies",
+    _b("broker.id", "INT", "-1", "applied",
        "Older name for node.id; if both are set they must be equal.", _at_least(-1)),
     _b("controller.quorum.voters", "LIST", "", "stored",
        "Static controller quorum as id@host:port,... (kvstream is a quorum of one).",
        _quorum_voters),
     _b("controller.quorum.bootstrap.servers", "LIST", "", "stored",
        "Controllers to contact as host:port,... (kvstream is a quorum of one).", _host_port_list),
-    _b("controller.listener.names", "STRING", None, "applies",
+    _b("controller.listener.names", "STRING", None, "applied",
        "Comma-separated names of the controller listeners. Listed in `listeners` they are still "
        "bound; BrokerConfig.broker_listeners leaves them out."),
     _b("inter.broker.listener.name", "STRING", None, "stored",
        "Listener used between brokers; must name a listener (no other brokers yet)."),
     # --- sockets -----------------------------------------------------------------------------
-    _b("listeners", "STRING", "PLAINTEXT://127.0.0.1:9092", "applies",
+    _b("listeners", "STRING", "PLAINTEXT://127.0.0.1:9092", "applied",
        "Comma-separated NAME://host:port endpoints to listen on; host empty or 0.0.0.0 means "
        "every interface, port 0 an ephemeral port. Kafka's default is PLAINTEXT://:9092."),
-    _b("advertised.listeners", "STRING", None, "applies",
+    _b("advertised.listeners", "STRING", None, "applied",
        "Endpoints given to clients in Metadata, by listener name; defaults to `listeners`. "
-       "0.0.0.0 cannot be advertised."),
-    _b("listener.security.protocol.map", "STRING", _DEFAULT_PROTOCOL_MAP, "applies",
+       "0.0.0.0 cannot be advertised. kvstream gives every client the first one, whichever "
+       "listener it connected to."),
+    _b("listener.security.protocol.map", "STRING", _DEFAULT_PROTOCOL_MAP, "applied",
        "NAME:PROTOCOL pairs giving each listener's security protocol (PLAINTEXT, SSL, "
-       "SASL_PLAINTEXT, SASL_SSL)."),
+       "SASL_PLAINTEXT, SASL_SSL). Only PLAINTEXT is served yet: a listener mapped to another "
+       "protocol is refused at start-up (not supported yet)."),
     _b("num.network.threads", "INT", "3", "stored",
        "Network threads (kvstream uses one Trio event loop).", _at_least(1)),
     _b("num.io.threads", "INT", "8", "stored",
@@ -507,10 +517,10 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
        "SO_SNDBUF of accepted sockets; -1 for the OS default."),
     _b("socket.receive.buffer.bytes", "INT", "102400", "stored",
        "SO_RCVBUF of accepted sockets; -1 for the OS default."),
-    _b("socket.request.max.bytes", "INT", "104857600", "applies",
+    _b("socket.request.max.bytes", "INT", "104857600", "applied",
        "Largest request frame accepted; a larger length prefix closes the connection.",
        _at_least(1)),
-    _b("queued.max.request.bytes", "LONG", "-1", "applies",
+    _b("queued.max.request.bytes", "LONG", "-1", "applied",
        "Bytes of produced record batches that may wait for the group-commit writer before the "
        "broker stops reading requests from its connections (TCP pushes back on producers); -1 "
        "for no bound.", _at_least(-1)),
@@ -519,21 +529,22 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
     _b("connections.max.idle.ms", "LONG", "600000", "stored",
        "Idle connections are closed after this long."),
     # --- data directories and topics ---------------------------------------------------------
-    _b("log.dirs", "LIST", None, "applies",
+    _b("log.dirs", "LIST", None, "applied",
        "Data directories. kvstream uses the first one (one LMDB environment); if unset, "
        "log.dir.", _non_empty_list),
-    _b("log.dir", "LIST", "./kvstream-data", "applies",
+    _b("log.dir", "LIST", "./kvstream-data", "applied",
        "Data directory used when log.dirs is unset. Kafka's default is /tmp/kafka-logs.",
        _non_empty_list),
-    _b("num.partitions", "INT", "1", "applies",
+    _b("num.partitions", "INT", "1", "applied",
        "Partitions of an auto-created topic, and of CreateTopics asking for -1.", _at_least(1)),
-    _b("auto.create.topics.enable", "BOOLEAN", "true", "applies",
+    _b("auto.create.topics.enable", "BOOLEAN", "true", "applied",
        "Create a topic when a client asks for Metadata of an unknown one."),
-    _b("default.replication.factor", "INT", "1", "applies",
+    _b("default.replication.factor", "INT", "1", "applied",
        "Replication factor of auto-created topics; kvstream is a single node, so only 1 is "
        "accepted.", _single_node_replication),
-    _b("delete.topic.enable", "BOOLEAN", "true", "applies",
-       "Allow DeleteTopics; when false it fails with TOPIC_DELETION_DISABLED."),
+    _b("delete.topic.enable", "BOOLEAN", "true", "stored",
+       "Allow DeleteTopics; in Kafka, when false it fails with TOPIC_DELETION_DISABLED. Not "
+       "enforced yet: DeleteTopics deletes whatever this says."),
     _b("num.recovery.threads.per.data.dir", "INT", "2", "stored",
        "Log recovery threads per data directory.", _at_least(1)),
     _b("offsets.topic.replication.factor", "SHORT", "3", "stored",
@@ -552,18 +563,18 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
     _b("share.coordinator.state.topic.min.isr", "SHORT", "2", "stored",
        "min.insync.replicas of __share_group_state.", _at_least(1)),
     # --- retention and log layout (most are defaults of topic configs) -----------------------
-    _b("log.retention.hours", "INT", "168", "applies",
+    _b("log.retention.hours", "INT", "168", "applied",
        "Retention time in hours; used when log.retention.ms and log.retention.minutes are "
        "unset."),
-    _b("log.retention.minutes", "INT", None, "applies",
+    _b("log.retention.minutes", "INT", None, "applied",
        "Retention time in minutes; used when log.retention.ms is unset."),
-    _b("log.retention.ms", "LONG", None, "applies",
+    _b("log.retention.ms", "LONG", None, "applied",
        "Retention time in ms; wins over minutes and hours. -1 (any negative) is unlimited."),
-    _b("log.retention.bytes", "LONG", "-1", "applies",
+    _b("log.retention.bytes", "LONG", "-1", "applied",
        "Size a partition may reach before its oldest batches are deleted; -1 is unlimited."),
-    _b("log.retention.check.interval.ms", "LONG", "300000", "applies",
+    _b("log.retention.check.interval.ms", "LONG", "300000", "applied",
        "How often retention is enforced.", _at_least(1)),
-    _b("log.cleanup.policy", "LIST", "delete", "applies",
+    _b("log.cleanup.policy", "LIST", "delete", "applied",
        "Default cleanup.policy: delete, compact, both, or empty.", _list_of("compact", "delete")),
     _b("log.segment.bytes", "INT", "1073741824", "stored",
        "Default segment.bytes.", _at_least(1048576)),
@@ -587,17 +598,17 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
     _b("log.flush.scheduler.interval.ms", "LONG", str(LONG_MAX), "stored",
        "How often the flusher runs; fallback default of flush.ms."),
     _b("log.preallocate", "BOOLEAN", "false", "stored", "Default preallocate."),
-    _b("log.message.timestamp.type", "STRING", "CreateTime", "applies",
+    _b("log.message.timestamp.type", "STRING", "CreateTime", "applied",
        "Default message.timestamp.type.", _one_of(*_TIMESTAMP_TYPES)),
-    _b("log.message.timestamp.before.max.ms", "LONG", str(LONG_MAX), "applies",
+    _b("log.message.timestamp.before.max.ms", "LONG", str(LONG_MAX), "stored",
        "Default message.timestamp.before.max.ms.", _at_least(0)),
-    _b("log.message.timestamp.after.max.ms", "LONG", "3600000", "applies",
+    _b("log.message.timestamp.after.max.ms", "LONG", "3600000", "stored",
        "Default message.timestamp.after.max.ms.", _at_least(0)),
     _b("log.local.retention.ms", "LONG", "-2", "stored", "Default local.retention.ms.",
        _at_least(-2)),
     _b("log.local.retention.bytes", "LONG", "-2", "stored", "Default local.retention.bytes.",
        _at_least(-2)),
-    _b("message.max.bytes", "INT", "1048588", "applies",
+    _b("message.max.bytes", "INT", "1048588", "applied",
        "Largest record batch accepted; default max.message.bytes.", _at_least(0)),
     _b("compression.type", "STRING", "producer", "stored", "Default compression.type.",
        _one_of(*_COMPRESSION_TYPES)),
@@ -611,66 +622,68 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
     _b("unclean.leader.election.enable", "BOOLEAN", "false", "stored",
        "Default unclean.leader.election.enable."),
     # --- log cleaner (compaction) ------------------------------------------------------------
-    _b("log.cleaner.enable", "BOOLEAN", "true", "applies", "Run the log cleaner (compaction)."),
+    _b("log.cleaner.enable", "BOOLEAN", "true", "applied", "Run the log cleaner (compaction)."),
     _b("log.cleaner.threads", "INT", "1", "stored", "Log cleaner threads.", _at_least(0)),
-    _b("log.cleaner.backoff.ms", "LONG", "15000", "applies",
+    _b("log.cleaner.backoff.ms", "LONG", "15000", "applied",
        "Interval between the cleaner's rounds over the compacted partitions.", _at_least(0)),
-    _b("log.cleaner.min.cleanable.ratio", "DOUBLE", "0.5", "applies",
+    _b("log.cleaner.min.cleanable.ratio", "DOUBLE", "0.5", "applied",
        "Default min.cleanable.dirty.ratio.", _between(0, 1)),
-    _b("log.cleaner.delete.retention.ms", "LONG", "86400000", "applies",
+    _b("log.cleaner.delete.retention.ms", "LONG", "86400000", "applied",
        "Default delete.retention.ms.", _at_least(0)),
-    _b("log.cleaner.min.compaction.lag.ms", "LONG", "0", "applies",
+    _b("log.cleaner.min.compaction.lag.ms", "LONG", "0", "applied",
        "Default min.compaction.lag.ms.", _at_least(0)),
-    _b("log.cleaner.max.compaction.lag.ms", "LONG", str(LONG_MAX), "applies",
+    _b("log.cleaner.max.compaction.lag.ms", "LONG", str(LONG_MAX), "applied",
        "Default max.compaction.lag.ms.", _at_least(1)),
     # --- consumer groups and offsets ---------------------------------------------------------
-    _b("group.initial.rebalance.delay.ms", "INT", "3000", "applies",
+    _b("group.initial.rebalance.delay.ms", "INT", "3000", "applied",
        "How long the first rebalance of an empty classic group waits for more members."),
-    _b("group.min.session.timeout.ms", "INT", "6000", "applies",
+    _b("group.min.session.timeout.ms", "INT", "6000", "applied",
        "Smallest session timeout a classic group member may ask for."),
-    _b("group.max.session.timeout.ms", "INT", "1800000", "applies",
+    _b("group.max.session.timeout.ms", "INT", "1800000", "applied",
        "Largest session timeout a classic group member may ask for."),
-    _b("group.consumer.session.timeout.ms", "INT", "45000", "applies",
+    _b("group.consumer.session.timeout.ms", "INT", "45000", "applied",
        "Session timeout of KIP-848 consumer group members: a member silent this long is fenced.",
        _at_least(1)),
-    _b("group.consumer.heartbeat.interval.ms", "INT", "5000", "applies",
+    _b("group.consumer.heartbeat.interval.ms", "INT", "5000", "applied",
        "Heartbeat interval the coordinator tells KIP-848 consumer group members to use.",
        _at_least(1)),
-    _b("group.consumer.max.size", "INT", "2147483647", "applies",
+    _b("group.consumer.max.size", "INT", "2147483647", "applied",
        "Most members a KIP-848 consumer group may have.", _at_least(1)),
-    _b("offsets.retention.minutes", "INT", "10080", "applies",
+    _b("offsets.retention.minutes", "INT", "10080", "applied",
        "Committed offsets of an empty group are deleted after this long.", _at_least(1)),
-    _b("offsets.retention.check.interval.ms", "LONG", "600000", "applies",
+    _b("offsets.retention.check.interval.ms", "LONG", "600000", "applied",
        "How often expired offsets are looked for.", _at_least(1)),
     # --- security ----------------------------------------------------------------------------
-    _b("authorizer.class.name", "STRING", "", "stored",
-       "Authorizer class; empty means no authorization."),
-    _b("super.users", "STRING", None, "applies",
-       "Principals allowed everything, separated by ';' (e.g. User:admin;User:ops)",
+    _b("authorizer.class.name", "STRING", "", "refused",
+       "Authorizer class; empty means no authorization. kvstream has no authorizer yet, so "
+       "any other value is refused at start-up (not supported yet)."),
+    _b("super.users", "STRING", None, "stored",
+       "Principals allowed everything, separated by ';' (e.g. User:admin;User:ops); no effect "
+       "until an authorizer exists.",
        _principal_list),
     # --- kvstream's own keys -----------------------------------------------------------------
-    _b("storage.engine", "STRING", "lmdb", "applies",
+    _b("storage.engine", "STRING", "lmdb", "applied",
        "kvstream: storage backend of the data dir: `lmdb` (durable; the offline tool reads "
        "beside a running broker), `leveldb` (durable LSM tree; one process at a time) or "
        "`memory` (nothing survives a restart). A data dir keeps the engine that created it: "
        "starting with the other one is refused (see docs/storage-format.md).",
        _one_of("lmdb", "leveldb", "memory")),
-    _b("storage.lmdb.map.size", "LONG", str(1 << 30), "applies",
+    _b("storage.lmdb.map.size", "LONG", str(1 << 30), "applied",
        "kvstream: initial LMDB map size in bytes (grown automatically when full; not used by "
        "`leveldb`).",
        _at_least(1 << 20)),
-    _b("storage.lmdb.warm.ahead.bytes", "LONG", str(64 << 20), "applies",
+    _b("storage.lmdb.warm.ahead.bytes", "LONG", str(64 << 20), "applied",
        "kvstream: while the LMDB file grows, keep up to this many bytes past its data allocated "
        "and in the page cache, prepared by a background thread, so commits overwrite cached "
        "pages instead of allocating them (docs/performance.md, \"Page cache ahead of the "
        "writer\"); 0 turns it off. Not used by `leveldb`.",
        _at_least(0)),
-    _b("storage.group.commit.max.bytes", "LONG", str(16 << 20), "applies",
+    _b("storage.group.commit.max.bytes", "LONG", str(16 << 20), "applied",
        "kvstream: a group commit closes once its writes carry this many bytes (the write that "
        "crosses the bound included): bounds the memory a commit holds and spreads "
        "acknowledgements out (docs/performance.md, \"Group commit size\").",
        _at_least(1)),
-    _b("socket.frame.timeout.ms", "LONG", "5000", "applies",
+    _b("socket.frame.timeout.ms", "LONG", "5000", "applied",
        "kvstream: a request frame must arrive whole within this many ms of its first byte, "
        "else the connection is closed (defends against slow senders).",
        _at_least(1)),
@@ -1224,6 +1237,7 @@ def _checked_value(spec: _BrokerKey, key: str, raw: str) -> str:
 def _build(settings: Mapping[str, str], origins: Mapping[str, str]) -> BrokerConfig:
     values: dict[str, str] = {name: spec.default or "" for name, spec in _BROKER_KEYS.items()}
     for key, raw in settings.items():
+        _refuse_key_not_supported_yet(key, origins.get(key, ""))
         spec = _BROKER_KEYS.get(key)
         if spec is None:
             raise ConfigError(key, _unknown_key_message(key, origins.get(key, "")))
@@ -1232,6 +1246,7 @@ def _build(settings: Mapping[str, str], origins: Mapping[str, str]) -> BrokerCon
     _resolve_node_id(values, explicit)
     config = BrokerConfig(values=MappingProxyType(values), explicit=explicit)
     _check_listeners(config)
+    _refuse_values_not_supported_yet(config)
     _check_retention(config)
     return config
 
@@ -1314,6 +1329,89 @@ def _check_retention(config: BrokerConfig) -> None:
             key,
             f"Invalid value {config.get(key)} for configuration {key}: retention must be "
             f"unlimited (-1) or at least 1 ms",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# NOT SUPPORTED YET: TLS, SASL and authorization
+#
+# Everything start-up refuses because kvstream does not implement it yet lives here, so the
+# security work lifts it in one place. Refused rather than ignored: a broker that served
+# plaintext on a listener configured as SSL, or allowed everything with an authorizer
+# configured, would look secure and not be.
+# --------------------------------------------------------------------------------------------
+
+SUPPORTED_PROTOCOLS: Final = ("PLAINTEXT",)
+"""Security protocols a listener may use; SSL, SASL_PLAINTEXT and SASL_SSL are refused."""
+
+NOT_SUPPORTED_YET_KEYS: Final[tuple[tuple[str, str], ...]] = (
+    ("ssl.*", "TLS"),
+    ("sasl.*", "SASL authentication"),
+    ("listener.name.<listener>.ssl.*", "TLS of one listener"),
+    ("listener.name.<listener>.sasl.*", "SASL of one listener"),
+    ("listener.name.<listener>.<mechanism>.sasl.*", "SASL of one listener and mechanism"),
+    ("*.sasl.jaas.config", "SASL login (JAAS)"),
+)
+"""Key patterns refused at start-up with "not supported yet", and what each belongs to
+(``<listener>`` and ``<mechanism>`` stand for one name without dots, ``*`` for any text)."""
+
+_NOT_SUPPORTED_YET_RES: Final = tuple(
+    (
+        re.compile(
+            re.escape(pattern)
+            .replace(re.escape("<listener>"), r"[^.]+")
+            .replace(re.escape("<mechanism>"), r"[^.]+")
+            .replace(re.escape("*"), r".+"),
+            re.IGNORECASE,
+        ),
+        what,
+    )
+    for pattern, what in NOT_SUPPORTED_YET_KEYS
+)
+
+
+def not_supported_yet(key: str) -> str | None:
+    """What a key refused at start-up belongs to ("TLS", ...), or None when it is not one."""
+    for pattern, what in _NOT_SUPPORTED_YET_RES:
+        if pattern.fullmatch(key):
+            return what
+    return None
+
+
+def _refuse_key_not_supported_yet(key: str, origin: str) -> None:
+    what = not_supported_yet(key)
+    if what is None:
+        return
+    where = f" (from {origin})" if origin else ""
+    raise ConfigError(
+        key,
+        f"Configuration '{_show('STRING', key)}'{where} is not supported yet: kvstream has no "
+        f"{what} yet and serves PLAINTEXT listeners only; remove it",
+    )
+
+
+def _refuse_values_not_supported_yet(config: BrokerConfig) -> None:
+    protocols = config.listener_security_protocol_map
+    for listener in config.listeners:
+        protocol = protocols[listener.name]
+        if protocol in SUPPORTED_PROTOCOLS:
+            continue
+        mapped = "listener.security.protocol.map" in config.explicit
+        key = "listener.security.protocol.map" if mapped else "listeners"
+        how = "is mapped to" if mapped else "uses (by its name)"
+        raise ConfigError(
+            key,
+            f"Invalid value {_show('STRING', config.get(key))} for configuration {key}: "
+            f"listener {listener.name} {how} security protocol {protocol}, which is not "
+            f"supported yet: kvstream serves PLAINTEXT listeners only",
+        )
+    authorizer = config.get("authorizer.class.name")
+    if authorizer:
+        raise ConfigError(
+            "authorizer.class.name",
+            f"Invalid value {_show('STRING', authorizer)} for configuration "
+            f"authorizer.class.name: authorization (ACLs) is not supported yet; leave "
+            f"authorizer.class.name unset (kvstream would otherwise allow every request)",
         )
 
 
@@ -1572,11 +1670,14 @@ def render_markdown() -> str:
                 definition.type,
                 _cell(definition.default),
                 synonyms,
-                "applies" if meta.applies else "stored",
+                meta.status,
                 meta.doc,
             )
         )
     out += _rows(topic_rows)
+    out += ["", "### Refused: not supported yet", ""]
+    out += _rows([("Keys", "Belongs to"), ("---",) * 2])
+    out += _rows((f"`{pattern}`", what) for pattern, what in NOT_SUPPORTED_YET_KEYS)
     out += ["", DOCS_END]
     return "\n".join(out) + "\n"
 

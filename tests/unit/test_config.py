@@ -493,16 +493,22 @@ class TestListeners:
                 Listener("PLAINTEXT", "kafka.example.com", 19092),
             ),
             ("PLAINTEXT://[::1]:9092", Listener("PLAINTEXT", "::1", 9092)),
-            ("SSL://[fe80::1%eth0]:9093", Listener("SSL", "fe80::1%eth0", 9093)),
+            ("PLAINTEXT://[fe80::1%eth0]:9093", Listener("PLAINTEXT", "fe80::1%eth0", 9093)),
         ],
     )
     def test_parse(self, value: str, expected: Listener) -> None:
         assert load_config(None, [f"listeners={value}"]).listeners == [expected]
 
     def test_several(self) -> None:
-        config = load_config(None, ["listeners=PLAINTEXT://:9092, SSL://:9093"])
-        assert [listener.name for listener in config.listeners] == ["PLAINTEXT", "SSL"]
-        assert config.listener_security_protocol_map["SSL"] == "SSL"
+        config = load_config(
+            None,
+            [
+                "listeners=PLAINTEXT://:9092, internal://:9093",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT",
+            ],
+        )
+        assert [listener.name for listener in config.listeners] == ["PLAINTEXT", "INTERNAL"]
+        assert config.listener_security_protocol_map["INTERNAL"] == "PLAINTEXT"
 
     @pytest.mark.parametrize(
         "value",
@@ -524,7 +530,10 @@ class TestListeners:
         assert info.value.key == "listeners"
 
     def test_two_ephemeral_ports_are_fine(self) -> None:
-        config = load_config(None, ["listeners=PLAINTEXT://:0,SSL://:0"])
+        config = load_config(
+            None,
+            ["listeners=PLAINTEXT://:0,CONTROLLER://:0", "controller.listener.names=CONTROLLER"],
+        )
         assert [listener.port for listener in config.listeners] == [0, 0]
 
     def test_listener_name_needs_a_security_protocol(self) -> None:
@@ -538,11 +547,11 @@ class TestListeners:
             None,
             [
                 "listeners=EXTERNAL://:9092",
-                "listener.security.protocol.map=EXTERNAL:SASL_SSL",
+                "listener.security.protocol.map=EXTERNAL:PLAINTEXT",
             ],
         )
         assert config.listeners == [Listener("EXTERNAL", "", 9092)]
-        assert config.listener_security_protocol_map == {"EXTERNAL": "SASL_SSL"}
+        assert config.listener_security_protocol_map == {"EXTERNAL": "PLAINTEXT"}
 
     def test_bad_protocol_map(self) -> None:
         with pytest.raises(ConfigError) as info:
