@@ -44,13 +44,9 @@ from kvstream.storage.open import check_engine, open_store
 log = logging.getLogger(__name__)
 
 GIL_SWITCH_INTERVAL_S = 0.0005
-"""How long a thread may hold the GIL while another waits for it (CPython's default is 5 ms).
-
-The event loop hands storage commits and cleaner reads to worker threads. Storage calls release
-the GIL around their C work (py-lmdb does for every put) and must take it back afterwards; with
-the default interval each re-take waits up to 5 ms whenever the event loop is busy: the puts of
-one 80 MiB group commit took 328 ms instead of 44 beside a busy thread, and 105 ms at 0.5 ms
-(tools/bench_gil.py). The cost is more frequent switches between busy threads.
+"""How long a thread may hold the GIL while another waits for it (CPython's default is 5 ms):
+storage commits and cleaner reads in worker threads take the GIL back after their C work, and
+at 5 ms each re-take waits behind a busy event loop (docs/design.md, "GIL switch interval").
 """
 
 
@@ -281,14 +277,10 @@ MALLOC_MMAP_THRESHOLD = 8 * 1024 * 1024
 def tune_malloc() -> bool:
     """Keep freed memory of up to 64 MiB in glibc's heaps instead of handing it back at once.
 
-    Every group commit makes LMDB malloc its dirty pages (about 16 MiB, 1 MiB per overflow value)
-    in the commit's worker thread and free them when the transaction ends; glibc then trimmed the
-    thread's arena with madvise, so the next commit page-faulted the same memory in again (seen
-    with `py-spy --native`: madvise under free, and the value copies faulting). A fixed trim
-    threshold of 64 MiB and an mmap threshold of 8 MiB (1 MiB record batches and LMDB's page
-    buffers come from the heap, not from fresh mappings) took produce of 250,000 x 1 KiB after
-    1,000,000 x 100 B from 187-248 to 296-384 MB/s at the same peak RSS (docs/performance.md,
-    "Allocator"). Returns False where there is no glibc ``mallopt`` (nothing changes there).
+    Every group commit makes LMDB malloc its dirty pages in the commit thread and free them when
+    the transaction ends; with glibc's dynamic thresholds the arena was trimmed each time and the
+    next commit faulted the same memory in again (docs/design.md, "Allocator thresholds").
+    Returns False where there is no glibc ``mallopt`` (nothing changes there).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -306,11 +298,9 @@ def freeze_startup_heap() -> int:
     """Leave everything alive after start-up out of the garbage collector's full passes.
 
     Modules, classes, kio's schemas and the broker's own state make up most of the heap and
-    never become garbage, yet a full collection walks all of them: on the 2-core VM of
-    docs/performance.md each pass over about 60,000 objects took 30-60 ms of the event loop,
-    once or twice per 10 s of serving, and every request behind it waited. Frozen
-    (``gc.freeze``), a full pass during the same run walked about 10,000 objects in 6 ms.
-    Returns how many objects were frozen."""
+    never become garbage, yet every full collection would walk all of them while the requests
+    behind it wait (docs/design.md, "Frozen start-up heap"). Returns how many objects were
+    frozen."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

@@ -85,9 +85,9 @@ def _without_hypothesis() -> Iterator[None]:
 
     kio imports Hypothesis at import time when it can, to register strategies for its types, and
     importing Hypothesis runs trio's plugin, which makes trio's scheduler deterministic for tests
-    (a sort and a shuffle of every batch of runnable tasks) and pulls in pytest: a broker process
-    started 0.5 s later and held 15 MB more for nothing. The block only covers the import, and
-    only when nothing in this process has imported Hypothesis yet.
+    (a sort and a shuffle of every batch of runnable tasks) and pulls in pytest: a slower start and
+    more memory for nothing (docs/design.md, "No Hypothesis in the broker process"). The block
+    only covers the import, and only when nothing in this process has imported Hypothesis yet.
     """
     if "hypothesis" in sys.modules:
         yield

@@ -675,13 +675,13 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
     _b("storage.lmdb.warm.ahead.bytes", "LONG", str(64 << 20), "applied",
        "kvstream: while the LMDB file grows, keep up to this many bytes past its data allocated "
        "and in the page cache, prepared by a background thread, so commits overwrite cached "
-       "pages instead of allocating them (docs/performance.md, \"Page cache ahead of the "
+       "pages instead of allocating them (docs/design.md, \"Page cache ahead of the "
        "writer\"); 0 turns it off. Not used by `leveldb`.",
        _at_least(0)),
     _b("storage.group.commit.max.bytes", "LONG", str(16 << 20), "applied",
        "kvstream: a group commit closes once its writes carry this many bytes (the write that "
        "crosses the bound included): bounds the memory a commit holds and spreads "
-       "acknowledgements out (docs/performance.md, \"Group commit size\").",
+       "acknowledgements out (docs/design.md, \"Group commit size bound\").",
        _at_least(1)),
     _b("socket.frame.timeout.ms", "LONG", "5000", "applied",
        "kvstream: a request frame must arrive whole within this many ms of its first byte, "
