@@ -542,9 +542,9 @@ _BROKER_TABLE: Final[tuple[_BrokerKey, ...]] = (
     _b("default.replication.factor", "INT", "1", "applied",
        "Replication factor of auto-created topics; kvstream is a single node, so only 1 is "
        "accepted.", _single_node_replication),
-    _b("delete.topic.enable", "BOOLEAN", "true", "stored",
-       "Allow DeleteTopics; in Kafka, when false it fails with TOPIC_DELETION_DISABLED. Not "
-       "enforced yet: DeleteTopics deletes whatever this says."),
+    _b("delete.topic.enable", "BOOLEAN", "true", "applied",
+       "Allow DeleteTopics; when false every topic of a DeleteTopics request gets "
+       "TOPIC_DELETION_DISABLED (INVALID_REQUEST below v3) and nothing is deleted."),
     _b("num.recovery.threads.per.data.dir", "INT", "2", "stored",
        "Log recovery threads per data directory.", _at_least(1)),
     _b("offsets.topic.replication.factor", "SHORT", "3", "stored",

@@ -8,7 +8,8 @@ a name repeated in one request gets INVALID_REQUEST. From v5 the result carries 
 count, replication factor and the topic's effective configs.
 Behaviour (DeleteTopics): by name (v1-5) or by name or topic id (v6); the topic's data ranges
 are removed in the same commit as its metadata record. UNKNOWN_TOPIC_OR_PARTITION /
-UNKNOWN_TOPIC_ID for missing topics.
+UNKNOWN_TOPIC_ID for missing topics. With delete.topic.enable=false nothing is deleted and every
+topic gets TOPIC_DELETION_DISABLED (INVALID_REQUEST below v3, as Kafka's ControllerApis answers).
 Not implemented: create/delete timeouts are irrelevant on one node (operations finish at once).
 """
 
@@ -131,6 +132,24 @@ async def delete_topics(ctx: RequestContext, req: Any) -> Any:
         wanted = [(s.name, s.topic_id) for s in req.topics]
     else:
         wanted = [(name, None) for name in req.topic_names]
+    if not broker.config.delete_topic_enable:
+        refused = (
+            ErrorCode.topic_deletion_disabled if ctx.version >= 3 else ErrorCode.invalid_request
+        )
+        return ctx.response(
+            "DeleteTopicsResponse",
+            throttle_time=NO_THROTTLE,
+            responses=tuple(
+                ctx.response(
+                    "DeletableTopicResult",
+                    name=name,
+                    topic_id=tid or ZERO_UUID,
+                    error_code=refused,
+                    error_message="Topic deletion is disabled.",
+                )
+                for name, tid in wanted
+            ),
+        )
     results = []
     for name, tid in wanted:
         code, message = ErrorCode.none, None

@@ -10,16 +10,17 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
+from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from kio.index import load_payload_module
 from kio.schema.errors import ErrorCode
 from kio.static.constants import EntityType
 
 from kvstream.protocol import records
-from tests.integration.broker import BrokerProcess
+from tests.integration.broker import BrokerProcess, start_broker
 from tests.integration.wire import WireClient
 
 
@@ -338,3 +339,26 @@ def test_list_offsets_earliest_latest_max_timestamp(broker: BrokerProcess) -> No
         assert ask(-3) == (3, 9_000)  # the first record with the largest timestamp
         assert ask(4_000) == (1, 5_000)
         assert ask(9_001) == (-1, -1)
+
+
+def test_delete_topics_refused_when_topic_deletion_is_disabled(tmp_path: Path) -> None:
+    """delete.topic.enable=false: TOPIC_DELETION_DISABLED, and the topic and its data stay."""
+    proc = start_broker(tmp_path / "data", extra=["delete.topic.enable=false"])
+    try:
+        admin = _admin(proc)
+        _create(admin, "kept", 1)
+        producer = Producer({"bootstrap.servers": proc.bootstrap})
+        producer.produce("kept", value=b"still here")
+        assert producer.flush(30) == 0
+        with pytest.raises(KafkaException) as info:
+            admin.delete_topics(["kept"])["kept"].result(timeout=30)
+        assert info.value.args[0].code() == KafkaError.TOPIC_DELETION_DISABLED
+        assert "kept" in admin.list_topics(timeout=10).topics
+        consumer = Consumer({"bootstrap.servers": proc.bootstrap, "group.id": "kept"})
+        try:
+            watermarks = consumer.get_watermark_offsets(TopicPartition("kept", 0), timeout=10)
+        finally:
+            consumer.close()
+        assert watermarks == (0, 1)
+    finally:
+        proc.stop()

@@ -115,7 +115,7 @@ def test_the_status_column_uses_the_three_words() -> None:
     [
         ("listeners", "applied"),
         ("log.retention.ms", "applied"),
-        ("delete.topic.enable", "stored"),  # DeleteTopics does not check it yet
+        ("delete.topic.enable", "applied"),
         ("super.users", "stored"),  # no authorizer
         ("log.message.timestamp.after.max.ms", "stored"),  # Produce does not check it yet
         ("authorizer.class.name", "refused"),
