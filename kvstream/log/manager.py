@@ -379,6 +379,7 @@ class LogManager:
                         cut = retention_cut(
                             iter_index(txn, topic.topic_id, p),
                             log.next_log_start,
+                            log.high_watermark,
                             now,
                             policy,
                         )
