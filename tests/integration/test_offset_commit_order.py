@@ -187,6 +187,11 @@ def _confluent_round(bootstrap: str, group: str) -> None:
     )
     try:
         consumer.assign([confluent_kafka.TopicPartition(TOPIC, 0)])
+        # One synchronous commit first: librdkafka holds async commits made before it knows
+        # the group coordinator in a queue of their own and may send later ones ahead of them
+        # (the broker then rightly applies them in the order they arrived).
+        consumer.commit(offsets=[confluent_kafka.TopicPartition(TOPIC, 0, 0)], asynchronous=False)
+        acknowledged.clear()
         for i in range(1, COMMITS + 1):
             consumer.commit(
                 offsets=[confluent_kafka.TopicPartition(TOPIC, 0, i)], asynchronous=True
