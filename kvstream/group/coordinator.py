@@ -6,8 +6,9 @@ answers, the timer task (one heap, woken by a trio.Event, on `trio.current_time`
 MockClock/autojump_clock drive it in tests; consumer-group timers are kept under kinds prefixed
 "c:"), the topic image handed to consumer groups (rebuilt when the metadata log moves, passed
 with every ConsumerGroupHeartbeat), committed offsets (durable through the GroupCommitWriter: a
-commit is acknowledged after the LMDB commit), loading them at start-up, and offset retention for
-empty groups (offsets.retention.minutes).
+commit is acknowledged after the LMDB commit; `start_commit` and `start_delete_offsets` check and
+submit with no await, so commits and deletes take effect in the order their requests were read),
+loading them at start-up, and offset retention for empty groups (offsets.retention.minutes).
 MUST NOT KNOW: wire encoding (handlers), group protocol rules (`classic`, `consumer`).
 
 One id, one protocol (Kafka's GroupMetadataManager with group.consumer.migration.policy=disabled,
@@ -35,6 +36,7 @@ rejoin, which every client handles; a group with offsets comes back Empty.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -128,6 +130,8 @@ class GroupCoordinator:
         self._topics: cg.TopicImage = {}
         self._topics_version = -1
         self.offsets: dict[str, dict[TopicPartition, CommittedOffset]] = {}
+        # Per group, the offset commits and deletes submitted and not yet finished, in order.
+        self._offset_writes: dict[str, collections.deque[Operation[None]]] = {}
         self.empty_since_ms: dict[str, int] = {}  # wall clock, for offset retention
         self._tokens = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
@@ -206,6 +210,19 @@ class GroupCoordinator:
                 if waiter is not None:
                     waiter.result = out
                     waiter.done.set()
+
+    def _ask(self, group: ClassicGroup, make: Any) -> Any:
+        """Dispatch an event that the state machine answers at once (CommitCheck) and return
+        its answer, with no await: callers keep request order."""
+        token = next(self._tokens)
+        waiter = self._waiters[token] = _Waiter()
+        try:
+            self._dispatch(group, make(token, _now_ms()))
+        finally:
+            self._waiters.pop(token, None)
+        if not waiter.done.is_set():
+            raise RuntimeError(f"the group state machine did not answer {make} at once")
+        return waiter.result
 
     async def _request(self, group: ClassicGroup, make: Any) -> Any:
         token = next(self._tokens)
@@ -490,6 +507,43 @@ class GroupCoordinator:
 
     # -- offsets -------------------------------------------------------------------------------
 
+    def start_commit(
+        self,
+        group_id: str,
+        member_id: str,
+        instance_id: str | None,
+        generation: int,
+        offsets: dict[TopicPartition, CommittedOffset],
+        api_version: int = 9,
+    ) -> ErrorCode | Operation[None]:
+        """OffsetCommit's synchronous part: check the committer against the group and, if it
+        may commit, submit the write. Returns the refusal's error code, ErrorCode.none when
+        there is nothing to write, or the submitted operation (done once durable).
+
+        No await between the check and the submit: a handler that calls this as the request
+        is read hands commits to the writer in request order, and the writer applies them in
+        that order (Kafka: commits from one connection take effect in the order sent).
+        `generation` is the member epoch for a consumer group (OffsetCommit v9's
+        generation_id_or_member_epoch).
+        """
+        consumer_group = self.consumer_group(group_id)
+        if consumer_group is not None:
+            code = self._consumer_commit_check(consumer_group, member_id, generation, api_version)
+        else:
+            group = self.classic_group(group_id, create=generation < 0)
+            if group is None:
+                return ErrorCode.illegal_generation
+            check: classic.Reply = self._ask(
+                group,
+                lambda token, now: classic.CommitCheck(
+                    token, now, member_id, instance_id, generation
+                ),
+            )
+            code = check.error
+        if code is not ErrorCode.none or not offsets:
+            return code
+        return self._submit_offset_write(group_id, self._commit_op(group_id, offsets))
+
     async def commit_offsets(
         self,
         group_id: str,
@@ -499,31 +553,42 @@ class GroupCoordinator:
         offsets: dict[TopicPartition, CommittedOffset],
         api_version: int = 9,
     ) -> ErrorCode:
-        """Check the committer against the group, then store `offsets` durably.
-
-        `generation` is the member epoch for a consumer group (OffsetCommit v9's
-        generation_id_or_member_epoch).
-        """
-        consumer_group = self.consumer_group(group_id)
-        if consumer_group is not None:
-            code = self._consumer_commit_check(consumer_group, member_id, generation, api_version)
-            if code is not ErrorCode.none:
-                return code
-            if offsets:
-                await self.writer.submit(self._commit_op(group_id, offsets)).wait()
-            return ErrorCode.none
-        group = self.classic_group(group_id, create=generation < 0)
-        if group is None:
-            return ErrorCode.illegal_generation
-        check: classic.Reply = await self._request(
-            group,
-            lambda token, now: classic.CommitCheck(token, now, member_id, instance_id, generation),
+        """`start_commit`, then wait until the offsets are durable (a failed commit raises)."""
+        started = self.start_commit(
+            group_id, member_id, instance_id, generation, offsets, api_version
         )
-        if check.error is not ErrorCode.none:
-            return check.error
-        if offsets:
-            await self.writer.submit(self._commit_op(group_id, offsets)).wait()
+        if isinstance(started, ErrorCode):
+            return started
+        await started.wait()
         return ErrorCode.none
+
+    def _submit_offset_write(self, group_id: str, op: Operation[None]) -> Operation[None]:
+        """Submit a commit or delete of the group's offsets, remembered until it finished so
+        that `wait_for_offset_writes` can wait for it."""
+        queue = self._offset_writes.setdefault(group_id, collections.deque())
+        while queue and queue[0].done.is_set():
+            queue.popleft()
+        queue.append(op)
+        return self.writer.submit(op)
+
+    def _offset_write_finished(self, group_id: str, op: Operation[None]) -> None:
+        queue = self._offset_writes.get(group_id)
+        if queue is None:
+            return
+        if queue and queue[0] is op:
+            queue.popleft()
+        elif op in queue:
+            queue.remove(op)
+        if not queue:
+            del self._offset_writes[group_id]
+
+    async def wait_for_offset_writes(self, group_id: str) -> None:
+        """Return once every commit or delete of `group_id`'s offsets submitted so far has
+        finished, so an OffsetFetch read after it sees the OffsetCommits sent before it on
+        its connection (Kafka handles one request of a connection at a time)."""
+        for op in list(self._offset_writes.get(group_id, ())):
+            if not op.done.is_set():
+                await op.done.wait()
 
     def _commit_op(
         self, group_id: str, offsets: dict[TopicPartition, CommittedOffset]
@@ -536,8 +601,12 @@ class GroupCoordinator:
             self.offsets.setdefault(group_id, {}).update(offsets)
             if group_id not in self.groups:  # deleted meanwhile: come back as an Empty group
                 self.classic_group(group_id, create=True)
+            self._offset_write_finished(group_id, op)
 
-        return Operation(stage, publish)
+        op: Operation[None] = Operation(
+            stage, publish, lambda: self._offset_write_finished(group_id, op)
+        )
+        return op
 
     def fetch_offsets(
         self, group_id: str, partitions: Iterable[TopicPartition] | None
@@ -557,7 +626,7 @@ class GroupCoordinator:
                 staged.delete_range(lo, keys.prefix_end(lo))
             else:
                 for topic, partition in partitions:
-                    staged.deletes.append(keys.group_offset_key(group_id, topic, partition))
+                    staged.delete(keys.group_offset_key(group_id, topic, partition))
 
         def publish(_: Any) -> None:
             if partitions is None:
@@ -568,13 +637,19 @@ class GroupCoordinator:
                     stored.pop(tp, None)
                 if not stored:
                     self.offsets.pop(group_id, None)
+            self._offset_write_finished(group_id, op)
 
-        return Operation(stage, publish)
+        op: Operation[None] = Operation(
+            stage, publish, lambda: self._offset_write_finished(group_id, op)
+        )
+        return op
 
-    async def delete_offsets(
+    def start_delete_offsets(
         self, group_id: str, partitions: list[TopicPartition]
-    ) -> tuple[ErrorCode, dict[TopicPartition, ErrorCode]]:
-        """OffsetDelete: refuse partitions of topics the group consumes (KIP-496)."""
+    ) -> tuple[ErrorCode, dict[TopicPartition, ErrorCode], Operation[None] | None]:
+        """OffsetDelete's synchronous part (KIP-496): the group's error, each partition's, and
+        the submitted delete (None when nothing is deleted). No await, so a delete keeps its
+        place among the commits of its connection (see `start_commit`)."""
         consumer_group = self.consumer_group(group_id)
         if consumer_group is not None:
             # Kafka's ConsumerGroup: any state; subscribed topics are refused per partition.
@@ -584,25 +659,36 @@ class GroupCoordinator:
                 for tp in partitions
             }
             gone = [tp for tp, code in per_tp.items() if code is ErrorCode.none]
-            if gone:
-                await self.writer.submit(self._delete_offsets_op(group_id, gone)).wait()
-            return ErrorCode.none, per_tp
+            if not gone:
+                return ErrorCode.none, per_tp, None
+            op = self._submit_offset_write(group_id, self._delete_offsets_op(group_id, gone))
+            return ErrorCode.none, per_tp, op
         group = self.classic_group(group_id, create=False)
         if group is None:
-            return ErrorCode.group_id_not_found, {}
+            return ErrorCode.group_id_not_found, {}, None
         errors: dict[TopicPartition, ErrorCode] = {}
         deletable: list[TopicPartition] = []
         if group.state is not GroupState.EMPTY and group.protocol_type != "consumer":
-            return ErrorCode.non_empty_group, {}
+            return ErrorCode.non_empty_group, {}, None
         for tp in partitions:
             if group.state is not GroupState.EMPTY and group.is_subscribed(tp[0]):
                 errors[tp] = ErrorCode.group_subscribed_to_topic
             else:
                 errors[tp] = ErrorCode.none
                 deletable.append(tp)
-        if deletable:
-            await self.writer.submit(self._delete_offsets_op(group_id, deletable)).wait()
-        return ErrorCode.none, errors
+        if not deletable:
+            return ErrorCode.none, errors, None
+        op = self._submit_offset_write(group_id, self._delete_offsets_op(group_id, deletable))
+        return ErrorCode.none, errors, op
+
+    async def delete_offsets(
+        self, group_id: str, partitions: list[TopicPartition]
+    ) -> tuple[ErrorCode, dict[TopicPartition, ErrorCode]]:
+        """`start_delete_offsets`, then wait until the delete is durable."""
+        code, errors, op = self.start_delete_offsets(group_id, partitions)
+        if op is not None:
+            await op.wait()
+        return code, errors
 
     async def forget_topic(self, topic: str) -> int:
         """Delete every group's committed offsets of ``topic`` once it was deleted (Kafka drops
@@ -612,7 +698,9 @@ class GroupCoordinator:
         for group_id, stored in list(self.offsets.items()):
             gone = [tp for tp in stored if tp[0] == topic]
             if gone:
-                await self.writer.submit(self._delete_offsets_op(group_id, gone)).wait()
+                await self._submit_offset_write(
+                    group_id, self._delete_offsets_op(group_id, gone)
+                ).wait()
                 removed += len(gone)
         return removed
 
@@ -622,7 +710,9 @@ class GroupCoordinator:
             answers = self._dispatch_consumer(consumer_group, cg.Delete(_now_ms()))
             code = next(a.error for a in answers if isinstance(a, cg.Reply))
             if code is ErrorCode.none and group_id in self.offsets:
-                await self.writer.submit(self._delete_offsets_op(group_id, None)).wait()
+                await self._submit_offset_write(
+                    group_id, self._delete_offsets_op(group_id, None)
+                ).wait()
             return code
         group = self.classic_group(group_id, create=False)
         if group is None:
@@ -631,7 +721,9 @@ class GroupCoordinator:
             group, lambda token, now: classic.Delete(token, now)
         )
         if reply.error is ErrorCode.none and group_id in self.offsets:
-            await self.writer.submit(self._delete_offsets_op(group_id, None)).wait()
+            await self._submit_offset_write(
+                group_id, self._delete_offsets_op(group_id, None)
+            ).wait()
         return reply.error
 
     async def apply_retention(self, now_wall_ms: int | None = None) -> int:
@@ -658,7 +750,9 @@ class GroupCoordinator:
                     if o.commit_timestamp_ms + self.retention_ms <= now
                 ]
             if expired:
-                await self.writer.submit(self._delete_offsets_op(group_id, expired)).wait()
+                await self._submit_offset_write(
+                    group_id, self._delete_offsets_op(group_id, expired)
+                ).wait()
                 removed += len(expired)
             current = self.groups.get(group_id)
             if current is not None and _is_empty(current) and not self.offsets.get(group_id):

@@ -1,12 +1,13 @@
 """DeleteRecords (API key 21), versions 0-2.
 
-Behaviour: moves each partition's log start offset forward to the given offset (-1: the high
-watermark), durably: the new start and the range delete of every batch wholly below it are one
-commit (the same truncation retention stages). The answer's low_watermark is the new log start;
-an offset below the current start changes nothing and answers the current start. Offsets beyond
-the high watermark (or negative other than -1) get OFFSET_OUT_OF_RANGE; a topic whose
-cleanup.policy does not include "delete" gets POLICY_VIOLATION, as in Kafka. Afterwards a fetch
-below the new start gets OFFSET_OUT_OF_RANGE and ListOffsets earliest returns it.
+Behaviour (Kafka's Partition.deleteRecordsOnLeader): moves each partition's log start offset
+forward to the given offset (-1: the high watermark), durably: the new start and the range
+delete of every batch wholly below it are one commit (the same truncation retention stages).
+The answer's low_watermark is the new log start; an offset at or below the current start changes
+nothing and answers the current start. Offsets beyond the high watermark (or negative other than
+-1) get OFFSET_OUT_OF_RANGE; a topic whose cleanup.policy does not include "delete" gets
+POLICY_VIOLATION, as in Kafka. Afterwards a fetch below the new start gets OFFSET_OUT_OF_RANGE
+and ListOffsets earliest returns it.
 Not implemented: the timeout is irrelevant on one node (the commit finishes at once).
 """
 

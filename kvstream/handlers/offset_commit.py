@@ -8,8 +8,11 @@ consumer group commit with their member id and member epoch, checked as Kafka's
 ConsumerGroup.validateOffsetCommit does: UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH for another epoch,
 UNSUPPORTED_VERSION below v9; epoch -1 commits while the group has no members. Offsets, leader epoch
 and metadata are stored through the group-commit writer: the response is sent only after the
-LMDB commit that holds them. Unknown topics or partitions get UNKNOWN_TOPIC_OR_PARTITION,
-metadata over 4096 bytes OFFSET_METADATA_TOO_LARGE.
+LMDB commit that holds them (KAFKA_STORAGE_ERROR if that commit failed). Unknown topics or
+partitions get UNKNOWN_TOPIC_OR_PARTITION, metadata over 4096 bytes OFFSET_METADATA_TOO_LARGE.
+Commits from one connection take effect in request order: the handler is a plain function that
+checks and submits as the request is read (as Produce does), and answers from the write's
+completion callback (a `Ready`), so a later commit can never be applied before an earlier one.
 Not implemented: v2-4's retention_time (offsets.retention.minutes applies).
 """
 
@@ -21,14 +24,15 @@ from kio.schema.errors import ErrorCode
 
 from kvstream.group.coordinator import CommittedOffset, WrongGroupType, _wall_ms
 from kvstream.handlers._common import NO_THROTTLE
-from kvstream.handlers.registry import RequestContext, handles
+from kvstream.handlers.registry import CLOSE, Ready, RequestContext, handles
+from kvstream.log.writer import Operation, WriteFailed
 from kvstream.storage.base import StorageError
 
 MAX_METADATA_BYTES = 4096  # offset.metadata.max.bytes
 
 
 @handles(8, versions=(2, 9))
-async def offset_commit(ctx: RequestContext, req: Any) -> Any:
+def offset_commit(ctx: RequestContext, req: Any) -> Ready:
     broker = ctx.broker
     errors: dict[tuple[str, int], ErrorCode] = {}
     offsets: dict[tuple[str, int], CommittedOffset] = {}
@@ -45,11 +49,12 @@ async def offset_commit(ctx: RequestContext, req: Any) -> Any:
             else:
                 epoch = int(getattr(p, "committed_leader_epoch", -1))
                 offsets[tp] = CommittedOffset(int(p.committed_offset), epoch, meta, now)
+    started: ErrorCode | Operation[None]
     if not req.group_id:
-        code = ErrorCode.invalid_group_id
+        started = ErrorCode.invalid_group_id
     else:
         try:
-            code = await broker.groups.commit_offsets(
+            started = broker.groups.start_commit(
                 str(req.group_id),
                 req.member_id,
                 getattr(req, "group_instance_id", None),
@@ -58,20 +63,38 @@ async def offset_commit(ctx: RequestContext, req: Any) -> Any:
                 api_version=ctx.version,
             )
         except WrongGroupType:
-            code = ErrorCode.inconsistent_group_protocol
-        except StorageError:
-            code = ErrorCode.kafka_storage_error
-    for tp in offsets:
-        errors[tp] = code
-    topics = []
-    for t in req.topics:
-        parts = tuple(
-            ctx.response(
-                "OffsetCommitResponsePartition",
-                partition_index=p.partition_index,
-                error_code=errors[(t.name, int(p.partition_index))],
+            started = ErrorCode.inconsistent_group_protocol
+
+    def respond(code: ErrorCode) -> Any:
+        for tp in offsets:
+            errors[tp] = code
+        topics = []
+        for t in req.topics:
+            parts = tuple(
+                ctx.response(
+                    "OffsetCommitResponsePartition",
+                    partition_index=p.partition_index,
+                    error_code=errors[(t.name, int(p.partition_index))],
+                )
+                for p in t.partitions
             )
-            for p in t.partitions
-        )
-        topics.append(ctx.response("OffsetCommitResponseTopic", name=t.name, partitions=parts))
-    return ctx.response("OffsetCommitResponse", throttle_time=NO_THROTTLE, topics=tuple(topics))
+            topics.append(ctx.response("OffsetCommitResponseTopic", name=t.name, partitions=parts))
+        return ctx.response("OffsetCommitResponse", throttle_time=NO_THROTTLE, topics=tuple(topics))
+
+    ready = Ready()
+    if isinstance(started, ErrorCode):
+        ready.set(respond(started))
+        return ready
+    op = started
+
+    def finished() -> None:
+        error = op.error
+        if error is None:
+            ready.set(respond(ErrorCode.none))
+        elif isinstance(error, StorageError | WriteFailed):  # the commit failed: not durable
+            ready.set(respond(ErrorCode.kafka_storage_error))
+        else:  # a bug, logged by the writer: close, as a failing handler does
+            ready.set(CLOSE)
+
+    op.on_done = finished
+    return ready

@@ -3,7 +3,8 @@
 Behaviour: committed offsets with leader epoch (v5+) and metadata; a partition with no commit
 gives offset -1 and leader epoch -1; no topic list (v2+) means every committed offset of the
 group; v8+ fetch several groups at once. require_stable (v7+) needs nothing: kvstream has no
-transactional offset commits, so nothing is ever pending.
+transactional offset commits, so nothing is ever pending. The answer waits for the group's
+offset commits and deletes submitted before it, so it sees what was sent before it.
 v9 names a member id and member epoch: for a KIP-848 consumer group they are checked as Kafka's
 ConsumerGroup.validateOffsetFetch does (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH as the group's
 error; a null member id with epoch -1, as admin clients send, is not checked).
@@ -54,6 +55,11 @@ def _topics(ctx: RequestContext, group_id: str, requested: Any, v8: bool) -> tup
 
 @handles(9, versions=(1, 9))
 async def offset_fetch(ctx: RequestContext, req: Any) -> Any:
+    # Commits sent before this request (on this connection or any other) were submitted as
+    # they were read: answer after them, as Kafka does by handling a connection's requests
+    # one at a time.
+    for group_id in [req.group_id] if ctx.version < 8 else [g.group_id for g in req.groups]:
+        await ctx.broker.groups.wait_for_offset_writes(str(group_id))
     if ctx.version < 8:
         return ctx.response(
             "OffsetFetchResponse",

@@ -31,6 +31,7 @@ from kvstream.log.metadata import (
     topic_record,
 )
 from kvstream.log.partition import AppendError, PartitionLog, StagedAppend, iter_index
+from kvstream.log.refusal import Refusal
 from kvstream.log.retention import policy_of, retention_cut
 from kvstream.log.txn import StagedWrites
 from kvstream.log.writer import Operation
@@ -42,11 +43,11 @@ class StoreFormatError(Exception):
     """The store was written by another format version (or is not a kvstream store)."""
 
 
-class TopicExists(Exception):
-    pass
+class TopicExists(Refusal):
+    """CreateTopics: the name is taken (or being created in the same group)."""
 
 
-class Refused(Exception):
+class Refused(Refusal):
     """An operation refused for a Kafka reason; `code` is the Kafka error code name."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -378,6 +379,7 @@ class LogManager:
                         cut = retention_cut(
                             iter_index(txn, topic.topic_id, p),
                             log.next_log_start,
+                            log.high_watermark,
                             now,
                             policy,
                         )

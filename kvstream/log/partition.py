@@ -19,12 +19,13 @@ from dataclasses import dataclass
 
 from kvstream.log import keys
 from kvstream.log.producer_state import BatchMetadata, ProducerEntry, Verdict, check
+from kvstream.log.refusal import Refusal
 from kvstream.log.txn import StagedWrites
 from kvstream.protocol import records
 from kvstream.storage.base import KVStore, ReadTxn
 
 
-class AppendError(Exception):
+class AppendError(Refusal):
     """An append refused for a Kafka reason; `code` is the Kafka error code name."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -6,24 +6,36 @@ MUST NOT KNOW: storage keys, trio, sockets. The removal itself is `PartitionLog.
 stage_truncate_front`, staged by `LogManager.retention_op` in the group-commit writer, so
 retention never races an append; DeleteRecords stages the same truncation.
 
-Rules (Kafka's, at batch granularity: kvstream has no segment files, so a batch plays the part
-of a segment and segment.ms/segment.bytes do not change what is removed):
-- only a prefix is ever removed: the scan stops at the first batch that must stay;
-- time: a batch whose max timestamp is older than now - retention.ms goes (retention.ms -1:
-  never);
-- size: the oldest batches go while the partition holds more than retention.bytes (-1: never),
-  so afterwards it holds at most retention.bytes unless only the head batch is left;
-- the head batch (the last one) is never removed, by time or size, until a newer batch exists
-  (Kafka never deletes the active segment this way either);
-- the log start offset becomes the base offset of the first surviving batch (never lower than
-  it was: DeleteRecords may have put it inside that batch); offsets are never reused.
+The unit of deletion is one batch (one KV entry), where Kafka's is a segment file. kvstream has
+no segment files, so segment.bytes and segment.ms are accepted and stored but do not change
+what is removed: grouping batches into virtual segments would only make retention coarser (with
+Kafka's default segment.bytes of 1 GiB a partition would keep up to 1 GiB more than
+retention.bytes), while a batch is the finest unit a fetch can return anyway. A user who lowers
+segment.bytes in Kafka to make retention finer gets that granularity here already.
+
+Rules: Kafka's UnifiedLog.deleteOldSegments with a batch for a segment, in its order, each pass
+removing an oldest prefix and stopping at the first unit it keeps:
+1. log start (deleteLogStartOffsetBreachedSegments): batches wholly below the log start go
+   (DeleteRecords already staged their removal; they are not counted by the passes below);
+2. size (deleteRetentionSizeBreachedSegments; retention.bytes -1: never): nothing when the
+   partition holds less than retention.bytes; else, with diff = size - retention.bytes, the
+   oldest batch goes while diff - its size >= 0. The partition never goes below
+   retention.bytes, and keeps less than retention.bytes plus the first batch that stays;
+   retention.bytes 0 removes everything;
+3. time (deleteRetentionMsBreachedSegments; retention.ms -1: never): the oldest batch goes
+   while now - its largest timestamp > retention.ms;
+- only batches wholly below the high watermark go (Kafka's deletableSegments), so the log start
+  never passes it; the head batch goes too when a pass removes it (Kafka rolls an empty active
+  segment first), leaving an empty partition whose log start is its log end offset;
+- the log start offset becomes the base offset of the first surviving batch, never lower than
+  it was (DeleteRecords may have put it inside that batch); offsets are never reused;
 - cleanup.policy must include "delete"; a compact-only topic is left to the cleaner
   (kvstream/log/compaction.py, which stages its own operation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from kvstream.log.partition import IndexEntry
@@ -55,41 +67,64 @@ def policy_of(config: Callable[[str], str | None]) -> RetentionPolicy | None:
 
 
 def retention_cut(
-    entries: Iterable[IndexEntry], log_start: int, now_ms: int, policy: RetentionPolicy
+    entries: Iterable[IndexEntry],
+    log_start: int,
+    high_watermark: int,
+    now_ms: int,
+    policy: RetentionPolicy,
 ) -> int | None:
-    """The new log start offset after applying `policy`, or None when nothing goes.
+    """The new log start offset after applying `policy`, or None when it does not move.
 
-    `entries` are the partition's batch index entries in offset order. Only the time rule
-    needs no more than the expired prefix (plus one entry): entries are consumed lazily then.
+    `entries` are the partition's batch index entries in offset order. Without a size rule
+    they are read lazily: no further than the prefix that goes plus one entry.
     """
     if policy.unlimited:
         return None
-    expire_before = now_ms - policy.retention_ms if policy.retention_ms >= 0 else None
-    if policy.retention_bytes < 0 and expire_before is not None:
-        # Time only: walk the expired prefix; `first` ends as the first batch that stays (the
-        # first unexpired one, or the head when every earlier batch expired).
-        first: IndexEntry | None = None
-        removed = False
-        for entry in entries:
-            if first is not None:
-                if first.max_timestamp >= expire_before:
-                    break
-                removed = True
-            first = entry
-        if first is None or not removed or first.base_offset <= log_start:
-            return None
-        return first.base_offset
-    batches = list(entries)
-    if len(batches) <= 1:
-        return None
-    keep = 0
-    head = len(batches) - 1
-    if expire_before is not None:
-        while keep < head and batches[keep].max_timestamp < expire_before:
-            keep += 1
-    total = sum(e.size for e in batches[keep:])
-    while keep < head and total > policy.retention_bytes:
-        total -= batches[keep].size
-        keep += 1
-    cut = batches[keep].base_offset
-    return cut if keep > 0 and cut > log_start else None
+    units: Iterator[IndexEntry]
+    size = 0
+    if policy.retention_bytes >= 0:
+        listed = list(entries)
+        size = sum(e.size for e in listed)
+        units = iter(listed)
+    else:
+        units = iter(entries)
+    current = next(units, None)
+    following = next(units, None)
+    new_start: int | None = None
+
+    def upper() -> int:
+        # Kafka's upperBoundOffset: where the next unit starts (the log end for the last)
+        assert current is not None
+        return following.base_offset if following is not None else current.last_offset + 1
+
+    def deletable() -> bool:
+        return current is not None and high_watermark >= upper()
+
+    def take() -> int:
+        """Drop `current`; returns where the log then starts (the next batch's base)."""
+        nonlocal current, following, size
+        assert current is not None
+        start = upper()
+        size -= current.size
+        current, following = following, next(units, None)
+        return start
+
+    # 1. the log start: batches wholly below it. Their removal is DeleteRecords' (already
+    # staged): the log start stays where it was asked to be, even if the next batch begins
+    # later (a gap left by compaction).
+    while deletable() and current is not None and current.last_offset < log_start:
+        take()
+    # 2. size
+    if policy.retention_bytes >= 0 and size >= policy.retention_bytes:
+        diff = size - policy.retention_bytes
+        while deletable() and current is not None and diff - current.size >= 0:
+            diff -= current.size
+            new_start = take()
+    # 3. time
+    expired_before = now_ms - policy.retention_ms
+    if policy.retention_ms >= 0:
+        while deletable() and current is not None and current.max_timestamp < expired_before:
+            new_start = take()
+    # A batch taken by 2 or 3 holds offsets at or above the log start (1 took those below),
+    # so the start only moves forward.
+    return new_start

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 import outcome
 import trio
 
+from kvstream.log.refusal import Refusal
 from kvstream.log.txn import StagedWrites
 from kvstream.storage.base import KVStore, StorageError
 from kvstream.threads import name_this_thread
@@ -37,10 +38,24 @@ class WriteFailed(Exception):
     """The group commit holding an operation failed; nothing of it is durable."""
 
 
+def _report_stage_failure(exc: Exception) -> None:
+    """Log why staging failed one operation, by kind: a `Refusal` is the operation's answer
+    (its caller turns it into a Kafka error code) and is not logged; a storage error (a read
+    while staging) is one line, as a failed commit is; anything else is a bug and is logged at
+    ERROR with its traceback, so it is seen rather than answered as a retriable storage error."""
+    if isinstance(exc, Refusal):
+        return
+    if isinstance(exc, StorageError):
+        log.error("staging an operation failed: %r", exc)
+        return
+    log.error("staging an operation raised %r; only that operation fails", exc, exc_info=exc)
+
+
 @dataclass(eq=False)
 class Operation(Generic[T]):
-    """One write: `stage` adds keys (may raise to refuse just this op), `publish` runs after
-    the commit and returns the result handed to the waiter, `rollback` after a failed commit."""
+    """One write: `stage` adds keys (raises a `Refusal` to refuse just this op; any other
+    exception is logged as a bug and fails just this op too), `publish` runs after the commit
+    and returns the result handed to the waiter, `rollback` after a failed commit."""
 
     stage: Callable[[StagedWrites], Any]
     publish: Callable[[Any], T]
@@ -232,7 +247,8 @@ class GroupCommitWriter:
                 for op in group:
                     try:
                         accepted.append((op, op.stage(staged)))
-                    except Exception as exc:  # a refusal of this op only (its stage left no trace)
+                    except Exception as exc:  # fails this op only (its stage left no trace)
+                        _report_stage_failure(exc)
                         op.error = exc
                         op.finish()
                 if accepted and staged:

@@ -225,6 +225,11 @@ class BatchHeader:
     def next_offset(self) -> int:
         return self.base_offset + self.last_offset_delta + 1
 
+    @property
+    def size(self) -> int:
+        """Bytes of the whole batch: its 61-byte header and the records."""
+        return 61 + len(self.payload)
+
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     buf = bytearray()
@@ -280,11 +285,12 @@ def _fetch_v4(sock: socket.socket, corr: int, topic: str, partition: int, offset
     return records
 
 
-def stored_batches(bootstrap: str, topic: str, partition: int) -> list[BatchHeader]:
-    """Every record-batch header of a partition as the broker serves it, via raw Fetch v4."""
+def stored_batches(bootstrap: str, topic: str, partition: int, start: int = 0) -> list[BatchHeader]:
+    """Every record-batch header of a partition as the broker serves it, via raw Fetch v4,
+    from the batch holding offset `start` (the log start offset, once retention moved it)."""
     host, port = bootstrap.rsplit(":", 1)
     batches: list[BatchHeader] = []
-    offset = 0
+    offset = start
     deadline = time.monotonic() + 30
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         for corr in itertools.count(1):

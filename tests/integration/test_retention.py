@@ -1,8 +1,12 @@
 """Retention with real clients over loopback, and the storage hygiene measurement.
 
+Kafka's rules at batch granularity (kvstream/log/retention.py):
 - retention.ms of a few seconds: old batches go within a bounded time, ListOffsets earliest
-  advances, the head batch stays;
-- retention.bytes keeps each partition under the limit (DescribeLogDirs sizes);
+  advances, and once every batch expired the head goes too (Kafka deletes an expired active
+  segment), leaving an empty partition whose next record keeps its offset;
+- retention.bytes never takes a partition below the limit: each holds at least retention.bytes
+  and less than retention.bytes plus its oldest batch (DescribeLogDirs sizes, raw Fetch batch
+  sizes), and a consumer from the beginning reads exactly the records from the new log start;
 - steady produce of 10 x retention.bytes per partition keeps data.mdb under
   3 x (partitions x retention.bytes) + OVERHEAD: LMDB reuses the pages retention frees.
 
@@ -20,9 +24,18 @@ from pathlib import Path
 import confluent_kafka
 import pytest
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    OffsetSpec,
+    ResourceType,
+)
 
 from tests.integration.broker import BrokerProcess, start_broker
+from tests.integration.clients import BatchHeader, stored_batches
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -88,21 +101,28 @@ def _producer(b: BrokerProcess, **conf: object) -> confluent_kafka.Producer:
 
 def test_retention_ms_removes_old_messages(fast_broker: BrokerProcess) -> None:
     topic = f"rms-{uuid.uuid4().hex[:8]}"
-    _create(fast_broker, topic, 1, **{"retention.ms": "2000"})
+    _create(fast_broker, topic, 1)
     p = _producer(fast_broker, **{"linger.ms": 0})
     for i in range(10):
         p.produce(topic, value=b"old-%d" % i, partition=0)
         p.flush(DEADLINE_S)
     assert _earliest(fast_broker, topic) == 0
+    # retention.ms set only now, so a slow start cannot expire the records before the check
+    admin = AdminClient({"bootstrap.servers": fast_broker.bootstrap})
+    entry = ConfigEntry("retention.ms", "2000", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    admin.incremental_alter_configs([resource])[resource].result(DEADLINE_S)
     time.sleep(2.5)
-    # alone, the last old batch is the head and stays; a newer batch lets it go
-    p.produce(topic, value=b"new", partition=0)
-    assert p.flush(DEADLINE_S) == 0
-    started = time.monotonic()
-    deadline = started + DEADLINE_S
+    # every batch expired, the head included: all go and the partition is empty at offset 10
+    deadline = time.monotonic() + DEADLINE_S
     while _earliest(fast_broker, topic) != 10 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _earliest(fast_broker, topic) == 10
+    assert _sizes(fast_broker, topic) == {0: 0}
+    # offsets are never reused: the next record is offset 10 (stamped an hour ahead, so it
+    # cannot expire while the consumer below starts)
+    p.produce(topic, value=b"new", partition=0, timestamp=int(time.time() * 1000) + 3_600_000)
+    assert p.flush(DEADLINE_S) == 0
     # old messages are gone: a consumer from the beginning sees only "new"
     c = confluent_kafka.Consumer(
         {
@@ -124,7 +144,9 @@ def test_retention_ms_removes_old_messages(fast_broker: BrokerProcess) -> None:
         c.close()
 
 
-def test_retention_bytes_keeps_partition_under_limit(fast_broker: BrokerProcess) -> None:
+def test_retention_bytes_never_goes_below_the_limit(fast_broker: BrokerProcess) -> None:
+    """One record per batch (about 2 KB): each partition ends with at least the limit and less
+    than the limit plus one batch."""
     topic = f"rbytes-{uuid.uuid4().hex[:8]}"
     limit = 50_000
     _create(fast_broker, topic, 2, **{"retention.bytes": str(limit)})
@@ -132,20 +154,93 @@ def test_retention_bytes_keeps_partition_under_limit(fast_broker: BrokerProcess)
     for i in range(100):
         p.produce(topic, value=b"%04d" % i + b"x" * 2000, partition=i % 2)
         p.flush(DEADLINE_S)
+    batch = 2200  # one record of 2004 bytes and its batch framing, rounded up
     deadline = time.monotonic() + DEADLINE_S
     sizes = _sizes(fast_broker, topic)
-    while any(s > limit for s in sizes.values()) and time.monotonic() < deadline:
+    while any(s >= limit + batch for s in sizes.values()) and time.monotonic() < deadline:
         time.sleep(0.05)
         sizes = _sizes(fast_broker, topic)
     assert sorted(sizes) == [0, 1]
-    assert all(limit - 2200 < s <= limit for s in sizes.values()), sizes
+    assert all(limit <= s < limit + batch for s in sizes.values()), sizes
     for part in (0, 1):
         assert _earliest(fast_broker, topic, part) > 0
+
+
+def test_retention_bytes_keeps_what_kafka_keeps_with_large_batches(
+    fast_broker: BrokerProcess,
+) -> None:
+    """600 records of 10 KB in batches of about 1 MB, retention.bytes 1 MiB: what stays is at
+    least 1 MiB and less than 1 MiB plus its oldest batch (Kafka's rule: a unit goes only while
+    what remains is still at least retention.bytes), and a consumer from the beginning gets
+    exactly the records from the new log start to the end."""
+    topic = f"rbig-{uuid.uuid4().hex[:8]}"
+    limit = 1024 * 1024
+    count, size = 600, 10 * 1024
+    _create(fast_broker, topic, 1, **{"retention.bytes": str(limit)})
+    values = [b"%05d" % i + b"v" * (size - 5) for i in range(count)]
+    p = _producer(
+        fast_broker,
+        **{"linger.ms": 200, "batch.size": 1_000_000, "compression.type": "none"},
+    )
+    for value in values:
+        p.produce(topic, value=value, partition=0)
+    assert p.flush(DEADLINE_S) == 0
+
+    def snapshot() -> tuple[int, list[BatchHeader], int] | None:
+        """Log start, batches from it, partition size; None when retention moved the start
+        between the reads (the raw fetch below the new start is refused)."""
+        start = _earliest(fast_broker, topic)
+        try:
+            batches = stored_batches(fast_broker.bootstrap, topic, 0, start)
+        except AssertionError:
+            return None
+        return start, batches, _sizes(fast_broker, topic)[0]
+
+    # Retention runs every 100 ms: wait until two snapshots in a row agree (it has nothing
+    # more to remove) and the partition holds less than the limit plus its oldest batch.
+    deadline = time.monotonic() + DEADLINE_S
+    previous = None
+    while time.monotonic() < deadline:
+        current = snapshot()
+        settled = current is not None and current == previous and bool(current[1])
+        if settled and current is not None and current[2] - current[1][0].size < limit:
+            break
+        previous = current
+        time.sleep(0.2)
+    assert current is not None
+    start, batches, held = current
+    assert start > 0
+    assert len(batches) >= 2  # batches of about 1 MB: one alone is under 1 MiB
+    assert max(b.size for b in batches) <= 1_000_000
+    assert batches[0].base_offset == start  # retention cuts at a batch boundary
+    assert batches[-1].next_offset == count
+    assert held == sum(b.size for b in batches)
+    assert limit <= held < limit + batches[0].size, (held, [b.size for b in batches])
+
+    c = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": fast_broker.bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+        }
+    )
+    got: list[tuple[int, bytes]] = []
+    try:
+        c.assign([TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+        while len(got) < count - start and time.monotonic() < deadline + DEADLINE_S:
+            msg = c.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.append((msg.offset(), msg.value()))
+    finally:
+        c.close()
+    assert [o for o, _ in got] == list(range(start, count))
+    assert [v for _, v in got] == values[start:]
 
 
 PARTITIONS = 4
 RETENTION_BYTES = 1024 * 1024
 VALUE = 10 * 1024
+BATCH_BYTES = 64 * 1024  # librdkafka's batch.size bounds a whole batch, framing included
 
 
 def test_data_file_stays_bounded_under_steady_produce(fast_broker: BrokerProcess) -> None:
@@ -154,7 +249,7 @@ def test_data_file_stays_bounded_under_steady_produce(fast_broker: BrokerProcess
     _create(fast_broker, topic, PARTITIONS, **{"retention.bytes": str(RETENTION_BYTES)})
     data = fast_broker.data_dir / "data.mdb"
     baseline = data.stat().st_size
-    p = _producer(fast_broker, **{"linger.ms": 2, "batch.size": 64 * 1024})
+    p = _producer(fast_broker, **{"linger.ms": 2, "batch.size": BATCH_BYTES})
     per_partition = 10 * RETENTION_BYTES // VALUE
     peak = half = baseline
     value = b"v" * VALUE
@@ -172,7 +267,9 @@ def test_data_file_stays_bounded_under_steady_produce(fast_broker: BrokerProcess
     produce_s = time.monotonic() - started
     deadline = time.monotonic() + DEADLINE_S
     sizes = _sizes(fast_broker, topic)
-    while any(s > RETENTION_BYTES for s in sizes.values()) and time.monotonic() < deadline:
+    # Kafka's rule: at least retention.bytes stays, and less than that plus one batch
+    high = RETENTION_BYTES + BATCH_BYTES
+    while any(s >= high for s in sizes.values()) and time.monotonic() < deadline:
         time.sleep(0.05)
         sizes = _sizes(fast_broker, topic)
     final = data.stat().st_size
@@ -185,5 +282,5 @@ def test_data_file_stays_bounded_under_steady_produce(fast_broker: BrokerProcess
         f"partition sizes {sizes}; bound {bound} B "
         f"(3 x {PARTITIONS} x {RETENTION_BYTES} + {OVERHEAD_BYTES})"
     )
-    assert all(s <= RETENTION_BYTES for s in sizes.values()), sizes
+    assert all(RETENTION_BYTES <= s < high for s in sizes.values()), sizes
     assert peak <= bound, f"data.mdb reached {peak} B, bound {bound} B"

@@ -185,3 +185,51 @@ async def test_delete_group_only_when_empty(
     assert coordinator.groups["g"].state is GroupState.EMPTY
     assert await coordinator.delete_group("g") is ErrorCode.none
     assert await coordinator.delete_group("g") is ErrorCode.group_id_not_found
+
+
+async def test_an_offset_deleted_in_the_same_group_commit_as_its_commit_stays_deleted() -> None:
+    """OffsetCommit then OffsetDelete of one partition in one group commit: the delete wins,
+    in memory and in the store (a reopened coordinator finds no offset)."""
+    store = MemoryStore()
+    writer = GroupCommitWriter(store)
+    coord = GroupCoordinator.open(store, writer, config=CFG)
+    offsets = {("t", 0): CommittedOffset(42, -1, "", 1000), ("t", 1): CommittedOffset(7, -1, "", 1)}
+    # Both submitted before the writer runs: they are staged in one group, commit first.
+    commit = writer.submit(coord._commit_op("g", offsets))
+    delete = writer.submit(coord._delete_offsets_op("g", [("t", 0)]))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        with trio.fail_after(30):
+            await commit.wait()
+            await delete.wait()
+        assert writer.commits == 1  # one group commit held both
+        nursery.cancel_scope.cancel()
+    assert coord.fetch_offsets("g", None) == {("t", 1): offsets[("t", 1)]}
+    reopened = GroupCoordinator.open(store, writer, config=CFG)
+    assert reopened.fetch_offsets("g", None) == {("t", 1): offsets[("t", 1)]}
+
+
+async def test_commits_started_in_order_take_effect_in_order(
+    coordinator: GroupCoordinator,
+) -> None:
+    """start_commit checks and submits with no await, so commits started in request order are
+    applied in that order; wait_for_offset_writes returns once they all finished."""
+    ops = []
+    for offset in range(1, 101):
+        started = coordinator.start_commit(
+            "g", "", None, -1, {("t", 0): CommittedOffset(offset, -1, None, 1)}
+        )
+        assert not isinstance(started, ErrorCode)
+        ops.append(started)
+    assert coordinator.fetch_offsets("g", None) == {}  # nothing is visible before it is durable
+    with trio.fail_after(30):
+        await coordinator.wait_for_offset_writes("g")
+    assert all(op.done.is_set() and op.error is None for op in ops)
+    assert coordinator.fetch_offsets("g", None)[("t", 0)].offset == 100
+    # a refused commit is answered at once, with nothing submitted
+    refused = coordinator.start_commit(
+        "g", "nobody", None, 3, {("t", 0): CommittedOffset(1, -1, None, 1)}
+    )
+    assert refused is ErrorCode.unknown_member_id
+    reopened = GroupCoordinator.open(coordinator.store, coordinator.writer, config=CFG)
+    assert reopened.fetch_offsets("g", None)[("t", 0)].offset == 100

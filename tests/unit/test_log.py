@@ -992,6 +992,22 @@ def test_staged_writes_apply_order_and_truthiness(memory_store: KVStore) -> None
     assert snapshot(memory_store) == {b"a1": b"again", b"b1": b"old", b"d": b"new"}
 
 
+def test_staged_writes_change_only_through_their_methods(memory_store: KVStore) -> None:
+    """A delete staged after a put of the same key wins; the collections are read-only views,
+    so nothing can stage a delete that skips dropping the earlier put."""
+    staged = StagedWrites()
+    staged.put(b"k", b"v")
+    staged.delete(b"k")
+    assert dict(staged.puts) == {} and staged.deletes == (b"k",)
+    with pytest.raises(AttributeError):
+        staged.deletes.append(b"other")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        staged.puts[b"x"] = b"y"  # type: ignore[index]
+    memory_store.transact(lambda txn: txn.put(b"k", b"old"))
+    memory_store.transact(staged.apply)
+    assert snapshot(memory_store) == {}
+
+
 # ------------------------------------------------------------------------------------------
 # Model test: random appends against a list
 # ------------------------------------------------------------------------------------------

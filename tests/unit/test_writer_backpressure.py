@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import trio
 import trio.testing
 
+from kvstream.log.refusal import Refusal
 from kvstream.log.txn import StagedWrites
 from kvstream.log.writer import GroupCommitWriter, Operation, WriteFailed
 from kvstream.storage.base import WriteTxn
@@ -94,7 +95,7 @@ async def test_no_bound_by_default_and_refused_operations_free_their_bytes() -> 
     assert writer.max_queued_bytes == -1
 
     def refuse(_staged: StagedWrites) -> None:
-        raise ValueError("refused")
+        raise Refusal("refused")
 
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
@@ -107,7 +108,7 @@ async def test_no_bound_by_default_and_refused_operations_free_their_bytes() -> 
         await held.wait()
         with trio.fail_after(30):
             await refused.done.wait()
-        assert isinstance(refused.error, ValueError)
+        assert isinstance(refused.error, Refusal)
         assert writer.queued_bytes == 0
         nursery.cancel_scope.cancel()
 
