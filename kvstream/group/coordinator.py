@@ -55,7 +55,7 @@ from kvstream.group.classic import ClassicGroup, GroupConfig, GroupState
 from kvstream.group.consumer import ConsumerGroup, ConsumerGroupConfig
 from kvstream.log import keys
 from kvstream.log.metadata import MetadataImage
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.log.writer import GroupCommitWriter, Operation
 from kvstream.storage.base import KVStore
 

@@ -4,7 +4,7 @@ OWNS: the dirty measure and the decision to clean one partition, the key -> late
 a cleaning pass, and rewriting the batches of the cleanable range (records that are not the
 latest for their key removed, every survivor at its original offset, tombstones kept until their
 delete horizon). It reads the store in short read transactions and returns the writes as
-:class:`~kvstream.log.txn.StagedWrites`; the caller commits them (the group-commit writer).
+:class:`~kvstream.log.staging.StagedWrites`; the caller commits them (the group-commit writer).
 MUST NOT KNOW: trio, sockets, wire messages, the writer, retention (cleanup.policy=delete is
 another module's; with ``compact,delete`` both run, each on its own operations).
 
@@ -95,7 +95,7 @@ import crc32c
 
 from kvstream.log import keys
 from kvstream.log.partition import IndexEntry, iter_index
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.protocol import records
 from kvstream.storage.base import KVStore
 

@@ -33,7 +33,7 @@ from kvstream.log.metadata import (
 from kvstream.log.partition import AppendError, PartitionLog, StagedAppend, iter_index
 from kvstream.log.refusal import Refusal
 from kvstream.log.retention import policy_of, retention_cut
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.log.writer import Operation
 from kvstream.protocol.records import BatchHeader
 from kvstream.storage.base import EngineMismatchError, KVStore

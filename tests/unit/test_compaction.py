@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from kvstream.log import compaction, keys
 from kvstream.log.compaction import CleanerPass, CompactionConfig
 from kvstream.log.partition import IndexEntry
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.protocol import records
 from kvstream.storage.base import KVStore
 from kvstream.storage.open import open_store
