@@ -5,8 +5,9 @@ a cleaning pass, and rewriting the batches of the cleanable range (records that 
 latest for their key removed, every survivor at its original offset, tombstones kept until their
 delete horizon). It reads the store in short read transactions and returns the writes as
 :class:`~kvstream.log.staging.StagedWrites`; the caller commits them (the group-commit writer).
-MUST NOT KNOW: trio, sockets, wire messages, the writer, retention (cleanup.policy=delete is
-another module's; with ``compact,delete`` both run, each on its own operations).
+MUST NOT KNOW: trio, sockets, wire messages, the writer, the bytes of a batch (kvstream/protocol/
+batch_rewrite.py rebuilds them), retention (cleanup.policy=delete is another module's; with
+``compact,delete`` both run, each on its own operations).
 
 Kafka semantics, batch granularity instead of segments (kvstream has no segment files):
 
@@ -91,12 +92,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-import crc32c
-
 from kvstream.log import keys
 from kvstream.log.partition import IndexEntry, iter_index
 from kvstream.log.staging import StagedWrites
 from kvstream.protocol import records
+from kvstream.protocol.batch_rewrite import (
+    RecordSpan,
+    empty_batch,
+    rebuild_batch,
+    record_spans,
+    records_data,
+)
 from kvstream.storage.base import KVStore
 
 __all__ = [
@@ -143,12 +149,6 @@ DEFAULT_MAX_MAP_ENTRIES: Final = 4_000_000
 DEFAULT_MAX_UNCOMPRESSED: Final = 64 * 1024 * 1024
 
 _RAW_KEY_LIMIT: Final = 64
-_DELETE_HORIZON_BIT: Final = 0x40
-_COMPRESSION_MASK: Final = 0x07
-_HEADER: Final = struct.Struct(">qiibIhiqqqhii")
-_CRC_OFFSET: Final = 17
-_CRC_START: Final = 21
-_LOG_OVERHEAD: Final = 12
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,195 +262,12 @@ def should_clean(
     return ts is not None and now_ms - ts > config.max_compaction_lag_ms
 
 
-# --------------------------------------------------------------------------------------------
-# Record parsing and batch building (no objects per header; raw record bytes are reused)
-# --------------------------------------------------------------------------------------------
-
-# (start, end, ts_end, ts_delta, offset_delta, key, is_tombstone): start is the position of the
-# record's length varint, ts_end the position just after its timestampDelta.
-_Raw = tuple[int, int, int, int, int, bytes | None, bool]
-
-
-def _varint(d: bytes, p: int) -> tuple[int, int]:
-    b = d[p]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), p + 1
-    value = b & 0x7F
-    shift = 7
-    p += 1
-    while True:
-        b = d[p]
-        p += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            value &= 0xFFFFFFFFFFFFFFFF
-            return (value >> 1) ^ -(value & 1), p
-        shift += 7
-        if shift > 63:
-            raise records.InvalidRecordBatch("varint is too long")
-
-
-def _write_varint(out: bytearray, value: int) -> None:
-    z = ((value << 1) ^ (value >> 63)) & 0xFFFFFFFFFFFFFFFF
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-
-
-def _records_data(batch: bytes, header: records.BatchHeader, limit: int) -> tuple[bytes, int]:
-    if header.size != len(batch):
-        raise records.InvalidRecordBatch("batch length does not match its bytes")
-    codec = header.compression
-    if codec == records.Compression.NONE:
-        return batch, records.HEADER_SIZE
-    if header.records_count == 0 and len(batch) == records.HEADER_SIZE:
-        return b"", 0
-    return records.decompress(codec, memoryview(batch)[records.HEADER_SIZE :], limit), 0
-
-
-def _zigzag(v: int) -> int:
-    return (v >> 1) ^ -(v & 1)
-
-
-# Zigzag varints of one or two bytes: _ZZ[b] for b < 0x80, _ZZ[b1 + (b2 << 7)] for b1 >= 0x80,
-# b2 < 0x80 (indices 128..16511 do not overlap the one-byte ones).
-_ZZ: Final = tuple(
-    [_zigzag(b) for b in range(128)]
-    + [_zigzag((i & 0x7F) | (((i >> 7) - 1) << 7)) for i in range(128, 128 + 128 * 128)]
-)
-
-
-def _parse_records(d: bytes, p: int, header: records.BatchHeader) -> list[_Raw]:
-    """Every record's position, timestamp delta, offset delta, key and tombstone flag.
-
-    One- and two-byte varints are decoded inline through :data:`_ZZ`, longer ones by
-    :func:`_varint`.
-    """
-    out: list[_Raw] = []
-    append = out.append
-    zz = _ZZ
-    varint = _varint
-    end = len(d)
-    prev = -1
-    max_delta = header.last_offset_delta
-    try:
-        for _ in range(header.records_count):
-            b = d[p]
-            if b < 0x80:
-                length = zz[b]
-                q = p + 1
-            elif d[p + 1] < 0x80:
-                length = zz[b + (d[p + 1] << 7)]
-                q = p + 2
-            else:
-                length, q = varint(d, p)
-            rend = q + length
-            if length < 6 or rend > end:
-                raise records.InvalidRecordBatch(f"bad record length {length}")
-            q += 1  # record attributes
-            b = d[q]
-            if b < 0x80:
-                ts_delta = zz[b]
-                q += 1
-            else:
-                ts_delta, q = varint(d, q)
-            ts_end = q
-            b = d[q]
-            if b < 0x80:
-                delta = zz[b]
-                q += 1
-            elif d[q + 1] < 0x80:
-                delta = zz[b + (d[q + 1] << 7)]
-                q += 2
-            else:
-                delta, q = varint(d, q)
-            if delta <= prev or delta > max_delta:
-                raise records.InvalidRecordBatch(f"bad offset delta {delta}")
-            prev = delta
-            b = d[q]
-            if b < 0x80:
-                n = zz[b]
-                q += 1
-            else:
-                n, q = varint(d, q)
-            key: bytes | None = None
-            if n >= 0:
-                key = d[q : q + n]
-                q += n
-            elif n != -1:
-                raise records.InvalidRecordBatch(f"bad key length {n}")
-            b = d[q]
-            if b < 0x80:
-                n = zz[b]
-                q += 1
-            elif d[q + 1] < 0x80:
-                n = zz[b + (d[q + 1] << 7)]
-                q += 2
-            else:
-                n, q = varint(d, q)
-            if n > 0:
-                q += n
-            elif n < -1:
-                raise records.InvalidRecordBatch(f"bad value length {n}")
-            if q > rend:
-                raise records.InvalidRecordBatch("record fields overrun its length")
-            append((p, rend, ts_end, ts_delta, delta, key, n == -1))
-            p = rend
-    except IndexError:
-        raise records.InvalidRecordBatch("record truncated") from None
-    if p != end:
-        raise records.InvalidRecordBatch("bytes after the last record")
-    return out
-
-
 def _map_key(key: bytes) -> bytes | int:
     """The offset-map key: short keys as they are, long ones as a 128-bit digest (an int, so
     it can never equal a raw key)."""
     if len(key) <= _RAW_KEY_LIMIT:
         return key
     return int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "big")
-
-
-def _finish(out: bytearray) -> bytes:
-    struct.pack_into(">I", out, _CRC_OFFSET, crc32c.crc32c(memoryview(out)[_CRC_START:]))
-    return bytes(out)
-
-
-def _build(
-    h: records.BatchHeader,
-    attributes: int,
-    base_timestamp: int,
-    max_timestamp: int,
-    count: int,
-    payload: bytes | bytearray,
-) -> bytes:
-    out = bytearray(records.HEADER_SIZE + len(payload))
-    _HEADER.pack_into(
-        out,
-        0,
-        h.base_offset,
-        len(out) - _LOG_OVERHEAD,
-        h.partition_leader_epoch,
-        2,
-        0,
-        attributes,
-        h.last_offset_delta,
-        base_timestamp,
-        max_timestamp,
-        h.producer_id,
-        h.producer_epoch,
-        h.base_sequence,
-        count,
-    )
-    out[records.HEADER_SIZE :] = payload
-    return _finish(out)
-
-
-def _empty_batch(h: records.BatchHeader) -> bytes:
-    """Kafka's ``DefaultRecordBatch.writeEmptyHeader``: no records, no payload, no codec."""
-    attributes = h.attributes & ~(_COMPRESSION_MASK | _DELETE_HORIZON_BIT)
-    return _build(h, attributes, h.max_timestamp, h.max_timestamp, 0, b"")
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,8 +403,8 @@ def map_slice(store: KVStore, cp: CleanerPass, max_bytes: int) -> bool:
             consumed += len(raw)
             if not _skipped(h) and records.verify_crc(raw):
                 try:
-                    data, start = _records_data(raw, h, cp.max_uncompressed)
-                    parsed = _parse_records(data, start, h)
+                    data, start = records_data(raw, h, cp.max_uncompressed)
+                    parsed = record_spans(data, start, h)
                 except records.InvalidRecordBatch:
                     parsed = []
                 base = h.base_offset
@@ -676,8 +493,8 @@ def _clean_batch(
     if _skipped(h) or not records.verify_crc(raw):
         return None, 0, None
     try:
-        data, start = _records_data(raw, h, cp.max_uncompressed)
-        parsed = _parse_records(data, start, h)
+        data, start = records_data(raw, h, cp.max_uncompressed)
+        parsed = record_spans(data, start, h)
     except records.InvalidRecordBatch:
         return None, 0, None
     is_last_of_producer = (
@@ -690,7 +507,7 @@ def _clean_batch(
     drop_tombstones = horizon is not None and now >= horizon
     offset_map = cp.offset_map
     base = h.base_offset
-    keep: list[_Raw] = []
+    keep: list[RecordSpan] = []
     tombstones = False
     for rec in parsed:
         key = rec[5]
@@ -711,33 +528,8 @@ def _clean_batch(
     if removed == 0 and new_horizon == horizon:
         return None, 0, pending
     if not keep:
-        return (_empty_batch(h) if is_last_of_producer else _REMOVE), removed, None
-    base_ts = h.base_timestamp if new_horizon is None else new_horizon
-    rebase = base_ts - h.base_timestamp
-    body = bytearray()
-    record = bytearray()
-    for rec_start, rec_end, ts_end, ts_delta, _delta, _key, _tomb in keep:
-        if rebase == 0:
-            body += data[rec_start:rec_end]
-            continue
-        # The record's attributes byte sits just after its length varint.
-        _length, attr_pos = _varint(data, rec_start)
-        record.clear()
-        record.append(data[attr_pos])
-        _write_varint(record, ts_delta - rebase)
-        record += data[ts_end:rec_end]
-        _write_varint(body, len(record))
-        body += record
-    if h.timestamp_type == records.TimestampType.LOG_APPEND_TIME:
-        max_ts = h.max_timestamp
-    else:
-        max_ts = h.base_timestamp + max(rec[3] for rec in keep)
-    attributes = h.attributes & ~_DELETE_HORIZON_BIT
-    if new_horizon is not None:
-        attributes |= _DELETE_HORIZON_BIT
-    codec = h.compression
-    payload = body if codec == records.Compression.NONE else records.compress(codec, bytes(body))
-    return _build(h, attributes, base_ts, max_ts, len(keep), payload), removed, pending
+        return (empty_batch(h) if is_last_of_producer else _REMOVE), removed, None
+    return rebuild_batch(data, h, keep, new_horizon), removed, pending
 
 
 def clean_slice(store: KVStore, cp: CleanerPass, cursor: int, max_bytes: int) -> CleanSlice:
