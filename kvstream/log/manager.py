@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from kvstream.cleaner.passes import CleanSlice
 from kvstream.log import keys
-from kvstream.log.compaction import CleanSlice
 from kvstream.log.metadata import (
     MetadataImage,
     TopicImage,

@@ -1,27 +1,20 @@
-"""Log compaction (cleanup.policy=compact): Kafka's log cleaner as range operations on a partition.
+"""A log cleaner pass over one partition in the store: Kafka's log cleaner as range operations.
 
-OWNS: the dirty measure and the decision to clean one partition, the key -> latest offset map of
-a cleaning pass, and rewriting the batches of the cleanable range (records that are not the
-latest for their key removed, every survivor at its original offset, tombstones kept until their
-delete horizon). It reads the store in short read transactions and returns the writes as
-:class:`~kvstream.log.staging.StagedWrites`; the caller commits them (the group-commit writer).
-MUST NOT KNOW: trio, sockets, wire messages, the writer, the bytes of a batch (kvstream/protocol/
+OWNS: the pass over one partition (:func:`begin_pass` fixes its range), the key -> latest
+offset map of a pass (:func:`map_slice`), which records of the cleanable range survive and the
+resulting batch rewrites and removals (:func:`clean_slice`: records that are not the latest for
+their key removed, every survivor at its original offset, tombstones kept until their delete
+horizon), and a whole pass run synchronously (:func:`compact`). It reads the store in short
+read transactions and returns the writes as :class:`~kvstream.log.staging.StagedWrites`; the
+caller commits them (the group-commit writer).
+MUST NOT KNOW: trio, sockets, wire messages, the writer, the worker process (kvstream/cleaner/
+worker.py runs these same phases there), the bytes of a batch (kvstream/protocol/
 batch_rewrite.py rebuilds them), retention (cleanup.policy=delete is another module's; with
 ``compact,delete`` both run, each on its own operations).
 
-Kafka semantics, batch granularity instead of segments (kvstream has no segment files):
+Kafka semantics, batch granularity instead of segments (the cleanable range and the dirty
+measure are kvstream/cleaner/policy.py's):
 
-- **Cleanable range** of a pass: ``[log start, cleanable end)`` where the cleanable end is the
-  smallest of: the base offset of the last batch (the active batch is never cleaned), the base
-  offset of the first batch whose max timestamp is newer than ``now - min.compaction.lag.ms``,
-  and the log end. Everything at or above it is never read or written by the pass, so batches
-  appended while a pass runs (between its slices) are safe.
-- **Dirty measure**: ``first dirty offset`` is where the previous pass ended (Kafka's cleaner
-  checkpoint; the log start when unknown, e.g. after a restart). Clean bytes are the batches in
-  ``[log start, first dirty)``, dirty bytes those in ``[first dirty, cleanable end)``; the
-  cleanable ratio is ``dirty / (clean + dirty)``. A partition is cleaned when the ratio is above
-  ``min.cleanable.dirty.ratio``, when its first dirty batch is older than
-  ``max.compaction.lag.ms``, or when a delete horizon it carries has passed.
 - **Offset map**: built over the dirty part ``[first dirty, cleanable end)`` (as Kafka does;
   the clean part was deduplicated by earlier passes). Keys longer than 64 bytes are stored as a
   128-bit BLAKE2b digest (Kafka's SkimpyOffsetMap uses MD5), so keys far longer than the LMDB key
@@ -65,33 +58,19 @@ stay responsive::
             cursor = sl.cursor
         first_dirty_offset = cp.end_offset            # the new cleaner checkpoint
 
-The read phases can run in another process (the broker's cleaner does so on LMDB, so they
-never hold the broker's GIL): :func:`worker_main` (started with :func:`worker_command`) opens
-the LMDB store read-only, or reads the parent's store through it (kvstream.log.remote_read, for
-the engines another process cannot open), and :func:`serve_worker` answers ``("pass", ...)``,
-``("map", max_bytes)`` and ``("clean", cursor, max_bytes)`` requests over a pipe, keeping the
-pass and its offset map on its side. Passes and slices cross the pipe as plain tuples
-(:func:`pass_to_plain`, :func:`slice_to_plain` and their inverses) in ``marshal`` frames
-(:func:`write_frame`, :func:`read_frame`), so the result is the same :class:`CleanSlice` that
-:func:`clean_slice` returns in process, byte for byte.
-
-:func:`compact` runs a whole pass synchronously, committing each slice with ``store.transact``
-(tests, benchmarks, offline tools).
+The read phases can also run in another process (kvstream/cleaner/worker.py), which returns the
+same :class:`CleanSlice`. :func:`compact` runs a whole pass synchronously, committing each slice
+with ``store.transact`` (tests, benchmarks, offline tools).
 """
 
 from __future__ import annotations
 
 import hashlib
-import marshal
-import os
-import signal
-import struct
-import sys
 import uuid
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from typing import Final
 
+from kvstream.cleaner.policy import CompactionConfig, DirtyStats, assess, should_clean
 from kvstream.log import keys
 from kvstream.log.partition import IndexEntry, iter_index
 from kvstream.log.staging import StagedWrites
@@ -106,44 +85,18 @@ from kvstream.protocol.batch_rewrite import (
 from kvstream.storage.base import KVStore
 
 __all__ = [
-    "CLEANUP_POLICY",
-    "DELETE_RETENTION_MS",
-    "MAX_COMPACTION_LAG_MS",
-    "MIN_CLEANABLE_DIRTY_RATIO",
-    "MIN_COMPACTION_LAG_MS",
+    "DEFAULT_MAX_MAP_ENTRIES",
+    "DEFAULT_MAX_UNCOMPRESSED",
     "BatchChange",
     "CleanSlice",
     "CleanerPass",
-    "CompactionConfig",
-    "DirtyStats",
     "PassResult",
-    "PlainPass",
-    "PlainSlice",
-    "assess",
     "begin_pass",
     "clean_slice",
     "compact",
-    "is_compacted",
     "map_slice",
-    "pass_from_plain",
-    "pass_to_plain",
-    "read_frame",
-    "serve_worker",
-    "should_clean",
-    "slice_from_plain",
-    "slice_to_plain",
-    "worker_command",
-    "worker_main",
-    "write_frame",
 ]
 
-CLEANUP_POLICY: Final = "cleanup.policy"
-MIN_CLEANABLE_DIRTY_RATIO: Final = "min.cleanable.dirty.ratio"
-MIN_COMPACTION_LAG_MS: Final = "min.compaction.lag.ms"
-MAX_COMPACTION_LAG_MS: Final = "max.compaction.lag.ms"
-DELETE_RETENTION_MS: Final = "delete.retention.ms"
-
-LONG_MAX: Final = 2**63 - 1
 DEFAULT_MAX_MAP_ENTRIES: Final = 4_000_000
 """About 128 MiB of map for short keys; Kafka's default dedupe buffer holds ~4M entries."""
 DEFAULT_MAX_UNCOMPRESSED: Final = 64 * 1024 * 1024
@@ -152,114 +105,8 @@ _RAW_KEY_LIMIT: Final = 64
 
 
 # --------------------------------------------------------------------------------------------
-# Configuration and the decision to clean
+# A cleaning pass
 # --------------------------------------------------------------------------------------------
-
-
-def is_compacted(cleanup_policy: str) -> bool:
-    """True for ``compact`` and ``compact,delete`` (either order, spaces allowed)."""
-    return "compact" in {part.strip() for part in cleanup_policy.split(",")}
-
-
-@dataclass(frozen=True, slots=True)
-class CompactionConfig:
-    """The topic configs that drive the cleaner, with Kafka's defaults."""
-
-    min_cleanable_dirty_ratio: float = 0.5
-    min_compaction_lag_ms: int = 0
-    max_compaction_lag_ms: int = LONG_MAX
-    delete_retention_ms: int = 86_400_000
-
-    @classmethod
-    def from_configs(cls, configs: Mapping[str, str]) -> CompactionConfig:
-        """From topic configs (Kafka names; already validated by the config layer). Missing
-        keys take Kafka's defaults; broker-level defaults should be merged in by the caller."""
-        d = cls()
-        return cls(
-            min_cleanable_dirty_ratio=float(
-                configs.get(MIN_CLEANABLE_DIRTY_RATIO, d.min_cleanable_dirty_ratio)
-            ),
-            min_compaction_lag_ms=int(configs.get(MIN_COMPACTION_LAG_MS, d.min_compaction_lag_ms)),
-            max_compaction_lag_ms=int(configs.get(MAX_COMPACTION_LAG_MS, d.max_compaction_lag_ms)),
-            delete_retention_ms=int(configs.get(DELETE_RETENTION_MS, d.delete_retention_ms)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DirtyStats:
-    """Where a pass would run and how dirty the partition is."""
-
-    log_start_offset: int
-    first_dirty_offset: int
-    cleanable_end: int
-    clean_bytes: int
-    dirty_bytes: int
-    uncleanable_bytes: int
-    first_dirty_timestamp: int | None
-
-    @property
-    def cleanable_ratio(self) -> float:
-        total = self.clean_bytes + self.dirty_bytes
-        return self.dirty_bytes / total if total else 0.0
-
-
-def assess(
-    entries: Sequence[IndexEntry],
-    *,
-    log_start_offset: int,
-    first_dirty_offset: int,
-    log_end_offset: int,
-    now_ms: int,
-    config: CompactionConfig,
-) -> DirtyStats:
-    """The dirty measure of a partition from its index entries (ascending base offsets)."""
-    live = [
-        e for e in entries if e.last_offset >= log_start_offset and e.base_offset < log_end_offset
-    ]
-    end = log_end_offset
-    if live:
-        end = min(end, live[-1].base_offset)  # never the active (last) batch
-    if config.min_compaction_lag_ms > 0:  # as Kafka: no lag, no timestamp check at all
-        lag_limit = now_ms - config.min_compaction_lag_ms
-        for e in live:
-            if e.base_offset >= end:
-                break
-            if e.max_timestamp > lag_limit:
-                end = e.base_offset  # the head newer than min.compaction.lag.ms
-                break
-    first_dirty = max(first_dirty_offset, log_start_offset)
-    clean = dirty = rest = 0
-    first_dirty_ts: int | None = None
-    for e in live:
-        if e.base_offset >= end:
-            rest += e.size
-        elif e.last_offset < first_dirty:
-            clean += e.size
-        else:
-            dirty += e.size
-            if first_dirty_ts is None:
-                first_dirty_ts = e.max_timestamp
-    return DirtyStats(log_start_offset, first_dirty, end, clean, dirty, rest, first_dirty_ts)
-
-
-def should_clean(
-    stats: DirtyStats,
-    config: CompactionConfig,
-    now_ms: int,
-    earliest_delete_horizon: int | None = None,
-) -> bool:
-    """Kafka's choice: dirty ratio above min.cleanable.dirty.ratio, or the first dirty batch
-    older than max.compaction.lag.ms, or (KIP-534) a delete horizon of this log has passed."""
-    if stats.cleanable_end <= stats.log_start_offset:
-        return False
-    if earliest_delete_horizon is not None and now_ms >= earliest_delete_horizon:
-        return True
-    if stats.dirty_bytes <= 0:
-        return False
-    if stats.cleanable_ratio > config.min_cleanable_dirty_ratio:
-        return True
-    ts = stats.first_dirty_timestamp
-    return ts is not None and now_ms - ts > config.max_compaction_lag_ms
 
 
 def _map_key(key: bytes) -> bytes | int:
@@ -268,11 +115,6 @@ def _map_key(key: bytes) -> bytes | int:
     if len(key) <= _RAW_KEY_LIMIT:
         return key
     return int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "big")
-
-
-# --------------------------------------------------------------------------------------------
-# A cleaning pass
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -643,238 +485,3 @@ def compact(
             horizon = sl.delete_horizon
         cursor = sl.cursor
     return PassResult(cp.end_offset, read, written, removed, rewritten, deleted, slices, horizon)
-
-
-# --------------------------------------------------------------------------------------------
-# The read phases in another process (plain data across a pipe)
-# --------------------------------------------------------------------------------------------
-
-# A pass and a slice as tuples of ints, floats, bytes, None, lists and dicts: what ``marshal``
-# carries, so the worker process needs no pickle and the parent rebuilds typed objects.
-PlainPass = tuple[Any, ...]
-PlainSlice = tuple[Any, ...]
-
-_FRAME: Final = struct.Struct(">I")
-MAX_WORKER_FRAME: Final = 1 << 30
-"""Refuse a frame longer than this (a corrupt pipe), in either direction."""
-
-
-def pass_to_plain(cp: CleanerPass) -> PlainPass:
-    """Everything :func:`map_slice` and :func:`clean_slice` read of a pass (not its map)."""
-    c, s = cp.config, cp.stats
-    return (
-        cp.topic_id.bytes,
-        cp.partition,
-        cp.log_start_offset,
-        cp.first_dirty_offset,
-        cp.end_offset,
-        cp.now_ms,
-        (
-            c.min_cleanable_dirty_ratio,
-            c.min_compaction_lag_ms,
-            c.max_compaction_lag_ms,
-            c.delete_retention_ms,
-        ),
-        (
-            s.log_start_offset,
-            s.first_dirty_offset,
-            s.cleanable_end,
-            s.clean_bytes,
-            s.dirty_bytes,
-            s.uncleanable_bytes,
-            s.first_dirty_timestamp,
-        ),
-        cp.clean_start,
-        cp.map_cursor,
-        dict(cp.producer_last_batch),
-        cp.max_map_entries,
-        cp.max_uncompressed,
-    )
-
-
-def pass_from_plain(t: PlainPass) -> CleanerPass:
-    """The pass of :func:`pass_to_plain`, with an empty offset map."""
-    (tid, part, start, dirty, end, now, conf, stats, clean_start, cursor, last, entries, limit) = t
-    return CleanerPass(
-        topic_id=uuid.UUID(bytes=tid),
-        partition=part,
-        log_start_offset=start,
-        first_dirty_offset=dirty,
-        end_offset=end,
-        now_ms=now,
-        config=CompactionConfig(*conf),
-        stats=DirtyStats(*stats),
-        clean_start=clean_start,
-        map_cursor=cursor,
-        producer_last_batch=dict(last),
-        max_map_entries=entries,
-        max_uncompressed=limit,
-    )
-
-
-def slice_to_plain(sl: CleanSlice) -> PlainSlice:
-    changes = [
-        (
-            ch.base_offset,
-            ch.last_offset,
-            ch.batch,
-            None
-            if ch.index is None
-            else (
-                ch.index.base_offset,
-                ch.index.last_offset,
-                ch.index.max_timestamp,
-                ch.index.size,
-                ch.index.producer_id,
-                ch.index.producer_epoch,
-                ch.index.base_sequence,
-                ch.index.records_count,
-                ch.index.attributes,
-            ),
-        )
-        for ch in sl.changes
-    ]
-    return (
-        sl.topic_id.bytes,
-        sl.partition,
-        changes,
-        sl.cursor,
-        sl.bytes_read,
-        sl.bytes_written,
-        sl.records_removed,
-        sl.delete_horizon,
-    )
-
-
-def slice_from_plain(t: PlainSlice) -> CleanSlice:
-    tid, part, changes, cursor, read, written, removed, horizon = t
-    return CleanSlice(
-        uuid.UUID(bytes=tid),
-        part,
-        [
-            BatchChange(base, last, batch, None if index is None else IndexEntry(*index))
-            for base, last, batch, index in changes
-        ],
-        cursor,
-        read,
-        written,
-        removed,
-        horizon,
-    )
-
-
-def write_frame(out: IO[bytes], message: Any) -> None:
-    """One length-prefixed ``marshal`` frame (the worker pipe's format)."""
-    data = marshal.dumps(message)
-    out.write(_FRAME.pack(len(data)) + data)
-    out.flush()
-
-
-def read_frame(inp: IO[bytes]) -> Any:
-    """The next frame of :func:`write_frame`; raises EOFError at the end of the stream."""
-    head = inp.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        raise EOFError
-    (size,) = _FRAME.unpack(head)
-    if size > MAX_WORKER_FRAME:
-        raise ValueError(f"worker frame of {size} bytes")
-    data = inp.read(size)
-    if len(data) < size:
-        raise EOFError
-    return marshal.loads(data)
-
-
-def serve_worker(store: KVStore, inp: IO[bytes], out: IO[bytes]) -> None:
-    """Answer requests for the read phases of passes until ``inp`` ends.
-
-    Requests (tuples): ``("pass", plain pass)`` starts a pass (a fresh offset map) and answers
-    None; ``("map", max_bytes)`` runs :func:`map_slice` and answers ``(map cursor, pass end)``;
-    ``("clean", cursor, max_bytes)`` runs :func:`clean_slice` and answers the plain slice. Each
-    answer is ``("ok", value)`` or ``("error", message)``. The store is only read.
-    """
-    cp: CleanerPass | None = None
-    while True:
-        try:
-            request = read_frame(inp)
-        except EOFError:
-            return
-        try:
-            op = request[0]
-            if op == "pass":
-                cp = pass_from_plain(request[1])
-                value: object = None
-            elif cp is None:
-                raise ValueError(f"{op!r} before a pass")
-            elif op == "map":
-                map_slice(store, cp, request[1])
-                value = (cp.map_cursor, cp.end_offset)
-            elif op == "clean":
-                value = slice_to_plain(clean_slice(store, cp, request[1], request[2]))
-            else:
-                raise ValueError(f"unknown request {op!r}")
-            reply: tuple[str, object] = ("ok", value)
-        except Exception as exc:  # reported to the parent, which abandons the pass
-            reply = ("error", repr(exc))
-        write_frame(out, reply)
-
-
-_WORKER_CODE: Final = (
-    "import sys; from kvstream.log.compaction import worker_main; sys.exit(worker_main())"
-)
-# The directory holding the kvstream package, put on the worker's PYTHONPATH so it imports the
-# same code as its parent even when the parent runs from a checkout.
-_PACKAGE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-_REMOTE_ARG: Final = "--remote"
-
-
-def worker_command(
-    path: str | os.PathLike[str] | None, nice: int = 0
-) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment) that start the worker process of :func:`worker_main` over the LMDB
-    data directory ``path``, or (``path`` None) over the parent's store through remote reads
-    (kvstream.log.remote_read: the parent must answer them); ``nice`` > 0 lowers its CPU
-    priority."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-    where = _REMOTE_ARG if path is None else os.path.abspath(os.fspath(path))
-    return [sys.executable, "-c", _WORKER_CODE, where, str(nice)], env
-
-
-def worker_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the cleaner's worker process: ``<data dir>|--remote <nice>``, requests on
-    stdin.
-
-    With a data dir it opens the LMDB environment read-only (LMDB registers the readers of
-    every process in its lock file, so the broker's writes and this process's snapshots never
-    conflict). With ``--remote`` (LevelDB holds an exclusive lock, the memory store lives in the
-    parent) its store is a :class:`~kvstream.log.remote_read.RemoteStore`: every read is a
-    request on the same pipe, answered by the parent from its own snapshots. The answers go to
-    the original stdout; fd 1 is pointed at stderr so nothing else can write into the pipe. It
-    ends when its stdin does (the parent closed it, or died).
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    path, nice = args[0], int(args[1]) if len(args) > 1 else 0
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    # Ctrl-C in a terminal reaches the whole process group: the broker shuts down and closes
-    # this process's stdin, which is how it ends (never with a KeyboardInterrupt traceback).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if nice > 0:
-        os.nice(nice)
-    inp = sys.stdin.buffer
-    store: KVStore
-    if path == _REMOTE_ARG:
-        from kvstream.log.remote_read import RemoteStore
-
-        store = RemoteStore(lambda message: write_frame(out, message), lambda: read_frame(inp))
-    else:
-        from kvstream.storage.open import open_store
-
-        store = open_store(path, "lmdb", readonly=True)
-    try:
-        serve_worker(store, inp, out)
-    finally:
-        store.close()
-    return 0
