@@ -24,13 +24,13 @@ from pathlib import Path
 import trio
 
 from kvstream import __version__
+from kvstream.cleaner.passes import PassResult
+from kvstream.cleaner.task import LogCleaner
 from kvstream.config import BrokerConfig, ConfigError, Listener, topic_config_defaults
 from kvstream.group.classic import GroupConfig
-from kvstream.group.consumer import ConsumerGroupConfig
 from kvstream.group.coordinator import GroupCoordinator
+from kvstream.group.kip848 import ConsumerGroupConfig
 from kvstream.handlers import registry
-from kvstream.log.cleaner import LogCleaner
-from kvstream.log.compaction import PassResult
 from kvstream.log.manager import LogManager, TopicExists
 from kvstream.log.metadata import TopicImage
 from kvstream.log.writer import GroupCommitWriter

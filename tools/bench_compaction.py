@@ -3,7 +3,7 @@
     .venv/bin/python tools/bench_compaction.py --mb 64 --keys 10000 --engine lmdb
 
 Batches are written straight into the store (as the broker stores them: offsets stamped, index
-entries beside them), then one forced pass of kvstream.log.compaction runs in slices of
+entries beside them), then one forced pass of kvstream.cleaner.passes runs in slices of
 --slice-bytes, each slice committed in its own transaction. With --worker the slices are read in
 the cleaner's worker process (as the broker does on LMDB) and their changes come back through
 its pipe. Prints one JSON object: MB/s of log cleaned (input bytes of the pass / wall time of
@@ -26,7 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kvstream.log import compaction, keys
+from kvstream.cleaner import passes
+from kvstream.cleaner import worker as cleaner_worker
+from kvstream.cleaner.policy import CompactionConfig
+from kvstream.log import keys
 from kvstream.protocol import records
 from kvstream.storage.base import KVStore, WriteTxn
 from kvstream.storage.open import open_store
@@ -83,18 +86,18 @@ def build(store: KVStore, topic_id: uuid.UUID, args: argparse.Namespace) -> tupl
 
 
 class Worker:
-    """The broker's cleaner worker process (kvstream.log.compaction.worker_main), driven
+    """The broker's cleaner worker process (kvstream.cleaner.worker.worker_main), driven
     synchronously: what the broker does with trio streams, minus the event loop."""
 
-    def __init__(self, path: str, cp: compaction.CleanerPass) -> None:
-        argv, env = compaction.worker_command(path)
+    def __init__(self, path: str, cp: passes.CleanerPass) -> None:
+        argv, env = cleaner_worker.worker_command(path)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        self.call("pass", compaction.pass_to_plain(cp))
+        self.call("pass", cleaner_worker.pass_to_plain(cp))
 
     def call(self, *request: Any) -> Any:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        compaction.write_frame(self.proc.stdin, request)
-        status, value = compaction.read_frame(self.proc.stdout)
+        cleaner_worker.write_frame(self.proc.stdin, request)
+        status, value = cleaner_worker.read_frame(self.proc.stdout)
         if status != "ok":
             raise RuntimeError(value)
         return value
@@ -113,10 +116,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             end, size = build(store, topic_id, args)
             build_s = time.perf_counter() - t0
-            config = compaction.CompactionConfig(min_cleanable_dirty_ratio=0.0)
+            config = CompactionConfig(min_cleanable_dirty_ratio=0.0)
             now = 1_700_000_000_000 + 1
             t0 = time.perf_counter()
-            cp = compaction.begin_pass(
+            cp = passes.begin_pass(
                 store,
                 topic_id,
                 0,
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             while True:
                 s0 = time.perf_counter()
                 if worker is None:
-                    done = compaction.map_slice(store, cp, args.slice_bytes)
+                    done = passes.map_slice(store, cp, args.slice_bytes)
                 else:
                     cp.map_cursor, cp.end_offset = worker.call("map", args.slice_bytes)
                     done = cp.map_complete
@@ -148,9 +151,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             while cursor is not None:
                 s0 = time.perf_counter()
                 if worker is None:
-                    sl = compaction.clean_slice(store, cp, cursor, args.slice_bytes)
+                    sl = passes.clean_slice(store, cp, cursor, args.slice_bytes)
                 else:
-                    sl = compaction.slice_from_plain(worker.call("clean", cursor, args.slice_bytes))
+                    sl = cleaner_worker.slice_from_plain(
+                        worker.call("clean", cursor, args.slice_bytes)
+                    )
                 staged = sl.writes
                 if staged:
                     store.transact(staged.apply)

@@ -16,7 +16,7 @@ Two assignors, named as in Kafka's `group.consumer.assignors` (the first is the 
   this is exactly the classic RangeAssignor, so co-partitioned topics line up.
 
 MUST NOT KNOW: epochs, reconciliation, member states, topic ids, clocks, trio. The consumer
-group state machine (`kvstream.group.consumer`) owns all of that and calls these functions
+group state machine (`kvstream.group.kip848`) owns all of that and calls these functions
 with plain names and counts. Topics a member subscribes to that are missing from the metadata
 are ignored (Kafka's assignors throw; the group only ever passes existing topics). Invalid
 current partitions (out of range, unsubscribed, or claimed twice) are dropped, never kept.

@@ -1,7 +1,7 @@
 """The group coordinator: the Trio shell around the pure group state machines, plus offsets.
 
 OWNS: the registry of groups by id (one protocol per id: a `classic.ClassicGroup` or a KIP-848
-`consumer.ConsumerGroup`), parking JoinGroup/SyncGroup callers until the classic state machine
+`kip848.ConsumerGroup`), parking JoinGroup/SyncGroup callers until the classic state machine
 answers, the timer task (one heap, woken by a trio.Event, on `trio.current_time` so
 MockClock/autojump_clock drive it in tests; consumer-group timers are kept under kinds prefixed
 "c:"), the topic image handed to consumer groups (rebuilt when the metadata log moves, passed
@@ -9,7 +9,7 @@ with every ConsumerGroupHeartbeat), committed offsets (durable through the Group
 commit is acknowledged after the LMDB commit; `start_commit` and `start_delete_offsets` check and
 submit with no await, so commits and deletes take effect in the order their requests were read),
 loading them at start-up, and offset retention for empty groups (offsets.retention.minutes).
-MUST NOT KNOW: wire encoding (handlers), group protocol rules (`classic`, `consumer`).
+MUST NOT KNOW: wire encoding (handlers), group protocol rules (`classic`, `kip848`).
 
 One id, one protocol (Kafka's GroupMetadataManager with group.consumer.migration.policy=disabled,
 i.e. no online upgrade or downgrade and no classic members inside a consumer group):
@@ -50,12 +50,12 @@ import trio
 from kio.schema.errors import ErrorCode
 
 from kvstream.group import classic
-from kvstream.group import consumer as cg
+from kvstream.group import kip848 as cg
 from kvstream.group.classic import ClassicGroup, GroupConfig, GroupState
-from kvstream.group.consumer import ConsumerGroup, ConsumerGroupConfig
+from kvstream.group.kip848 import ConsumerGroup, ConsumerGroupConfig
 from kvstream.log import keys
 from kvstream.log.metadata import MetadataImage
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.log.writer import GroupCommitWriter, Operation
 from kvstream.storage.base import KVStore
 

@@ -1,4 +1,4 @@
-"""Timer outputs shared by the pure group state machines (classic.py and consumer.py).
+"""Timer outputs shared by the pure group state machines (classic.py and kip848.py).
 
 OWNS: the two output types a state machine uses to ask its shell for a timer. MUST NOT KNOW:
 trio or any clock: deadlines are plain milliseconds on the caller's clock.

@@ -1,7 +1,7 @@
 """ConsumerGroupHeartbeat (API key 68), versions 0-1.
 
 Behaviour: the KIP-848 ("consumer") group protocol with server-side assignment
-(`kvstream/group/consumer.py`, uniform and range assignors): epoch 0 joins (and creates the group),
+(`kvstream/group/kip848.py`, uniform and range assignors): epoch 0 joins (and creates the group),
 -1 leaves, -2 is a static member's temporary leave; each heartbeat reconciles the member towards
 its target assignment (revocations first, partitions handed over only once released). Errors as
 Kafka sends them: INVALID_REQUEST, UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH, FENCED_INSTANCE_ID,
@@ -23,7 +23,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kvstream.group import consumer as cg
+from kvstream.group import kip848 as cg
 from kvstream.handlers._common import NO_THROTTLE
 from kvstream.handlers.registry import RequestContext, handles
 

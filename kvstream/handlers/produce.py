@@ -22,9 +22,9 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from kvstream.cleaner.policy import is_compacted
 from kvstream.handlers._common import error_for
 from kvstream.handlers.registry import Ready, RequestContext, handles
-from kvstream.log.compaction import is_compacted
 from kvstream.log.partition import PartitionLog, StagedAppend
 from kvstream.log.writer import Operation
 from kvstream.protocol import records

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from kvstream.cleaner.policy import is_compacted
 from kvstream.inspect.read import (
     MAX_UNCOMPRESSED,
     InspectError,
@@ -55,7 +56,6 @@ from kvstream.inspect.read import (
     load_image,
 )
 from kvstream.log import keys
-from kvstream.log.compaction import is_compacted
 from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import IndexEntry
 from kvstream.log.producer_state import ProducerEntry

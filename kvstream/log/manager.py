@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from kvstream.cleaner.passes import CleanSlice
 from kvstream.log import keys
-from kvstream.log.compaction import CleanSlice
 from kvstream.log.metadata import (
     MetadataImage,
     TopicImage,
@@ -33,7 +33,7 @@ from kvstream.log.metadata import (
 from kvstream.log.partition import AppendError, PartitionLog, StagedAppend, iter_index
 from kvstream.log.refusal import Refusal
 from kvstream.log.retention import policy_of, retention_cut
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.log.writer import Operation
 from kvstream.protocol.records import BatchHeader
 from kvstream.storage.base import EngineMismatchError, KVStore

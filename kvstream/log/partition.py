@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from kvstream.log import keys
 from kvstream.log.producer_state import BatchMetadata, ProducerEntry, Verdict, check
 from kvstream.log.refusal import Refusal
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.protocol import records
 from kvstream.storage.base import KVStore, ReadTxn
 

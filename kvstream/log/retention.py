@@ -30,7 +30,7 @@ removing an oldest prefix and stopping at the first unit it keeps:
 - the log start offset becomes the base offset of the first surviving batch, never lower than
   it was (DeleteRecords may have put it inside that batch); offsets are never reused;
 - cleanup.policy must include "delete"; a compact-only topic is left to the cleaner
-  (kvstream/log/compaction.py, which stages its own operation).
+  (kvstream/cleaner/, which stages its own operation).
 """
 
 from __future__ import annotations

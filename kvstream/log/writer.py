@@ -26,7 +26,7 @@ import outcome
 import trio
 
 from kvstream.log.refusal import Refusal
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.storage.base import KVStore, StorageError
 from kvstream.threads import name_this_thread
 

@@ -44,7 +44,7 @@ Rec = tuple[int, bytes | None, bytes | None]  # (offset, key, value)
 @pytest.fixture(params=engines_under_test())
 def cleaning_broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[BrokerProcess]:
     """On LMDB the cleaner's worker process opens the store read-only; on LevelDB (locked to
-    the broker) it reads through the broker (kvstream/log/remote_read.py)."""
+    the broker) it reads through the broker (kvstream/cleaner/remote_read.py)."""
     proc = start_broker(
         tmp_path / "data",
         extra=["log.cleaner.backoff.ms=200", "log.retention.check.interval.ms=100"],

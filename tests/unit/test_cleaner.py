@@ -1,4 +1,4 @@
-"""The log cleaner wired into the broker's logs (kvstream.log.cleaner, LogManager.
+"""The log cleaner wired into the broker's logs (kvstream.cleaner.task, LogManager.
 compaction_slice_op, the 0x08 cleaner checkpoint), over the memory store and LMDB, through a
 real GroupCommitWriter task. Timestamps are explicit (`now_ms`), so nothing sleeps.
 """
@@ -16,15 +16,11 @@ from typing import NoReturn, TypeVar
 import pytest
 import trio
 
-from kvstream.log import cleaner as cleaner_mod
-from kvstream.log import keys
-from kvstream.log.cleaner import CleanerWorker, LogCleaner, WorkerError
-from kvstream.log.compaction import (
-    CleanSlice,
-    CompactionConfig,
-    begin_pass,
-    clean_slice,
-    map_slice,
+from kvstream.cleaner import task as cleaner_mod
+from kvstream.cleaner.passes import CleanSlice, begin_pass, clean_slice, map_slice
+from kvstream.cleaner.policy import CompactionConfig
+from kvstream.cleaner.task import CleanerWorker, LogCleaner, WorkerError
+from kvstream.cleaner.worker import (
     pass_from_plain,
     pass_to_plain,
     read_frame,
@@ -33,6 +29,7 @@ from kvstream.log.compaction import (
     slice_to_plain,
     write_frame,
 )
+from kvstream.log import keys
 from kvstream.log.manager import LogManager, Refused
 from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import PartitionLog

@@ -1,4 +1,4 @@
-"""Log compaction (kvstream.log.compaction) against a dict model, over the memory store and LMDB.
+"""Log compaction passes (kvstream.cleaner.passes) against a dict model, over memory and LMDB.
 
 Batches are appended straight into the store (keys.batch_key/index_key, records.build_batch,
 offsets stamped), interleaved with the slices of cleaning passes, with time as a parameter.
@@ -32,10 +32,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvstream.log import compaction, keys
-from kvstream.log.compaction import CleanerPass, CompactionConfig
+from kvstream.cleaner import passes
+from kvstream.cleaner.passes import CleanerPass
+from kvstream.cleaner.policy import LONG_MAX, CompactionConfig
+from kvstream.log import keys
 from kvstream.log.partition import IndexEntry
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.protocol import records
 from kvstream.storage.base import KVStore
 from kvstream.storage.open import open_store
@@ -174,7 +176,7 @@ class Harness:
 
     def step(self, max_bytes: int, force: bool) -> None:
         if self.cp is None:
-            self.cp = compaction.begin_pass(
+            self.cp = passes.begin_pass(
                 self.store,
                 self.topic_id,
                 self.partition,
@@ -192,10 +194,10 @@ class Harness:
             return
         cp = self.cp
         if not cp.map_complete:
-            compaction.map_slice(self.store, cp, max_bytes)
+            passes.map_slice(self.store, cp, max_bytes)
             return
         assert self.cursor is not None
-        sl = compaction.clean_slice(self.store, cp, self.cursor, max_bytes)
+        sl = passes.clean_slice(self.store, cp, self.cursor, max_bytes)
         staged = StagedWrites()
         sl.stage(staged, log_start_offset=self.start)
         if staged:
@@ -338,7 +340,7 @@ configs = st.builds(
     CompactionConfig,
     min_cleanable_dirty_ratio=st.sampled_from([0.0, 0.5, 0.9]),
     min_compaction_lag_ms=st.sampled_from([0, 0, 200]),
-    max_compaction_lag_ms=st.sampled_from([compaction.LONG_MAX, 1000]),
+    max_compaction_lag_ms=st.sampled_from([LONG_MAX, 1000]),
     delete_retention_ms=st.sampled_from([0, 100, 1000]),
 )
 
@@ -513,7 +515,7 @@ def test_dirty_ratio_and_max_lag_decide() -> None:
             log.append([(0, False)], C.NONE, -1, 0)
         log.first_dirty = 3  # [0, 3) clean, [3, 3) dirty: nothing to do
         assert (
-            compaction.begin_pass(
+            passes.begin_pass(
                 log.store,
                 log.topic_id,
                 log.partition,
@@ -530,14 +532,14 @@ def test_dirty_ratio_and_max_lag_decide() -> None:
             log_start_offset=0, log_end_offset=5, config=cfg, first_dirty_offset=3
         )
         assert (
-            compaction.begin_pass(log.store, log.topic_id, log.partition, now_ms=log.now, **kwargs)
+            passes.begin_pass(log.store, log.topic_id, log.partition, now_ms=log.now, **kwargs)
             is None
         )
-        cp = compaction.begin_pass(
+        cp = passes.begin_pass(
             log.store, log.topic_id, log.partition, now_ms=log.now + 5001, **kwargs
         )
         assert cp is not None and cp.end_offset == 4 and 0.2 < cp.stats.cleanable_ratio < 0.3
-        cp = compaction.begin_pass(
+        cp = passes.begin_pass(
             log.store,
             log.topic_id,
             log.partition,
@@ -553,7 +555,7 @@ def test_slice_guard_skips_batches_below_a_moved_log_start() -> None:
         log.append([(0, False), (1, False)], C.NONE, -1, 0)
         log.append([(0, False), (1, False)], C.NONE, -1, 0)
         log.append([(2, False)], C.NONE, -1, 0)
-        cp = compaction.begin_pass(
+        cp = passes.begin_pass(
             log.store,
             log.topic_id,
             log.partition,
@@ -563,9 +565,9 @@ def test_slice_guard_skips_batches_below_a_moved_log_start() -> None:
             config=log.config,
         )
         assert cp is not None
-        while not compaction.map_slice(log.store, cp, 1):
+        while not passes.map_slice(log.store, cp, 1):
             pass
-        sl = compaction.clean_slice(log.store, cp, cp.clean_start, 1 << 20)
+        sl = passes.clean_slice(log.store, cp, cp.clean_start, 1 << 20)
         assert {ch.base_offset for ch in sl.changes} == {0, 1}
         staged = StagedWrites()
         applied = sl.stage(staged, log_start_offset=1)  # retention removed batch 0 meanwhile
@@ -578,7 +580,7 @@ def test_map_capacity_bounds_the_pass() -> None:
         for i in range(6):
             log.append([(i, False), (i + 1 if i < 5 else 0, False)], C.NONE, -1, 0)
         log.append([(0, False)], C.NONE, -1, 0)
-        res = compaction.compact(
+        res = passes.compact(
             log.store,
             log.topic_id,
             log.partition,

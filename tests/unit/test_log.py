@@ -28,7 +28,7 @@ from kvstream.log.manager import LogManager, StoreFormatError, TopicExists
 from kvstream.log.metadata import decode_record
 from kvstream.log.partition import AppendError, PartitionLog, StagedAppend
 from kvstream.log.producer_state import ProducerEntry
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.log.writer import GroupCommitWriter, Operation, WriteFailed
 from kvstream.protocol import records
 from kvstream.storage.base import KVStore, ReadTxn, StorageError, WriteTxn

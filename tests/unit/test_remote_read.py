@@ -1,4 +1,4 @@
-"""kvstream.log.remote_read without a process: a RemoteStore wired straight to a ReadServer
+"""kvstream.cleaner.remote_read without a process: a RemoteStore wired straight to a ReadServer
 answers get / scan / floor like the store itself, on every engine, in chunks as small as one
 entry; snapshots are the parent's (one per read block) and all close; bad requests are errors.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kvstream.log.remote_read import ReadServer, RemoteReadError, RemoteStore
+from kvstream.cleaner.remote_read import ReadServer, RemoteReadError, RemoteStore
 from kvstream.storage.base import KVStore, ReadTxn, StorageError, WriteTxn
 from tests.unit.test_log import Stores
 

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from kvstream.log.refusal import Refusal
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.log.writer import GroupCommitWriter, Operation, WriteFailed
 from kvstream.storage.base import WriteTxn
 from kvstream.storage.open import open_store

@@ -16,7 +16,7 @@ import trio
 
 from kvstream.log.manager import Refused, TopicExists
 from kvstream.log.partition import AppendError
-from kvstream.log.txn import StagedWrites
+from kvstream.log.staging import StagedWrites
 from kvstream.log.writer import GroupCommitWriter, Operation
 from kvstream.storage.open import open_store
 

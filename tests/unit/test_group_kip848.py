@@ -9,8 +9,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
 
-from kvstream.group import consumer
-from kvstream.group.consumer import (
+from kvstream.group import kip848
+from kvstream.group.kip848 import (
     CancelTimer,
     ConsumerGroup,
     ConsumerGroupConfig,
@@ -33,7 +33,7 @@ CFG = ConsumerGroupConfig(session_timeout_ms=45_000, heartbeat_interval_ms=5_000
 
 def parts(result: HeartbeatResult) -> set[tuple[uuid.UUID, int]]:
     assert result.assignment is not None
-    return set(consumer.to_parts(result.assignment))
+    return set(kip848.to_parts(result.assignment))
 
 
 def check_invariants(before: ConsumerGroup, after: ConsumerGroup) -> None:
@@ -82,9 +82,9 @@ class Driver:
     now: int = 0
     timers: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def feed(self, event: consumer.Event) -> list[Output]:
+    def feed(self, event: kip848.Event) -> list[Output]:
         before = self.group
-        self.group, out = consumer.handle(self.group, event)
+        self.group, out = kip848.handle(self.group, event)
         check_invariants(before, self.group)
         for o in out:
             if isinstance(o, SetTimer):
@@ -120,7 +120,7 @@ class Driver:
                 return
             _, (kind, key) = due[0]
             del self.timers[(kind, key)]
-            self.feed(consumer.TimerFired(self.now, kind, key))
+            self.feed(kip848.TimerFired(self.now, kind, key))
 
 
 @dataclass
@@ -142,7 +142,7 @@ class Client:
         r = self.d.hb(
             self.member_id,
             self.epoch,
-            owned=consumer.from_parts(self.owned),
+            owned=kip848.from_parts(self.owned),
             instance_id=self.instance_id,
         )
         self.apply(r)
@@ -190,7 +190,7 @@ def test_two_members_split_six_partitions() -> None:
     settle([a, b])
     assert len(a.owned) == len(b.owned) == 3 and a.owned.isdisjoint(b.owned)
     assert a.epoch == b.epoch == d.group.group_epoch == 2
-    assert consumer.describe(d.group).state is GroupState.STABLE
+    assert kip848.describe(d.group).state is GroupState.STABLE
 
 
 def test_third_member_joins_without_stopping_the_others() -> None:
@@ -251,7 +251,7 @@ def test_session_expiry_fences_a_silent_member() -> None:
         a.beat()
     assert "b" not in d.group.members
     assert a.owned == tp(0, 1, 2, 3, 4, 5)
-    r = d.hb("b", b.epoch, owned=consumer.from_parts(b.owned))
+    r = d.hb("b", b.epoch, owned=kip848.from_parts(b.owned))
     assert r.error is E.unknown_member_id
 
 
@@ -292,11 +292,11 @@ def test_fencing_on_stale_and_future_epochs() -> None:
     x = max((a, b, c), key=lambda x: d.group.members[x.member_id].previous_member_epoch)
     prev = d.group.members[x.member_id].previous_member_epoch
     assert 0 < prev < x.epoch
-    r = d.hb(x.member_id, prev, owned=consumer.from_parts(x.owned))
+    r = d.hb(x.member_id, prev, owned=kip848.from_parts(x.owned))
     assert r.error is E.none and r.member_epoch == x.epoch
     # an older epoch is fenced, and the fence changes nothing
     group = d.group
-    r = d.hb(x.member_id, prev - 1, owned=consumer.from_parts(x.owned))
+    r = d.hb(x.member_id, prev - 1, owned=kip848.from_parts(x.owned))
     assert r.error is E.fenced_member_epoch
     assert d.group.members == group.members
 
@@ -387,17 +387,17 @@ def test_regex_subscription_and_topic_creation_bump_the_epoch() -> None:
     assert parts(r) == tp(0, 1, 2, 3, 4, 5)
     epoch = d.group.group_epoch
     d.feed(
-        consumer.MetadataChanged(
+        kip848.MetadataChanged(
             d.now, {**IMAGE, "u1": TopicInfo(U, 2), "x": TopicInfo(uuid.UUID(int=3), 1)}
         )
     )
     assert d.group.group_epoch == epoch + 1
-    r = d.hb("a", 1, owned=consumer.from_parts(tp(0, 1, 2, 3, 4, 5)))
+    r = d.hb("a", 1, owned=kip848.from_parts(tp(0, 1, 2, 3, 4, 5)))
     assert parts(r) == tp(0, 1, 2, 3, 4, 5) | {(U, 0), (U, 1)}
     # an unrelated topic does not bump; partitions added to a subscribed one do
-    d.feed(consumer.MetadataChanged(d.now, {**d.group.topics, "y": TopicInfo(uuid.UUID(int=4), 1)}))
+    d.feed(kip848.MetadataChanged(d.now, {**d.group.topics, "y": TopicInfo(uuid.UUID(int=4), 1)}))
     assert d.group.group_epoch == epoch + 1
-    d.feed(consumer.MetadataChanged(d.now, {**d.group.topics, "t": TopicInfo(T, 8)}))
+    d.feed(kip848.MetadataChanged(d.now, {**d.group.topics, "t": TopicInfo(T, 8)}))
     assert d.group.group_epoch == epoch + 2
     r = d.hb("a", 2, owned=r.assignment)
     assert len(parts(r)) == 10
@@ -417,14 +417,14 @@ def test_group_states_and_delete() -> None:
     d = Driver()
     assert d.group.state is GroupState.EMPTY
     d.join("a")
-    out = d.feed(consumer.Delete(d.now, token=7))
-    assert out == [consumer.Reply(7, E.non_empty_group)]
+    out = d.feed(kip848.Delete(d.now, token=7))
+    assert out == [kip848.Reply(7, E.non_empty_group)]
     d.hb("a", -1)
     assert d.group.state is GroupState.EMPTY
-    assert d.feed(consumer.Delete(d.now, token=8)) == [consumer.Reply(8, E.none)]
-    assert consumer.describe(d.group).state is GroupState.DEAD
+    assert d.feed(kip848.Delete(d.now, token=8)) == [kip848.Reply(8, E.none)]
+    assert kip848.describe(d.group).state is GroupState.DEAD
     assert d.join("a").error is E.coordinator_not_available
-    desc = consumer.describe(d.group)
+    desc = kip848.describe(d.group)
     assert desc.state is GroupState.DEAD and desc.members == ()
 
 
@@ -433,7 +433,7 @@ def test_describe() -> None:
     a, b = Client(d, "a"), Client(d, "b")
     a.join()
     b.join()
-    desc = consumer.describe(d.group)
+    desc = kip848.describe(d.group)
     assert desc.state is GroupState.RECONCILING and desc.assignor_name == "uniform"
     by_id = {m.member_id: m for m in desc.members}
     assert by_id["b"].assignment == () and by_id["b"].target_assignment[0][1] == "t"
@@ -452,9 +452,9 @@ def test_stale_timers_are_ignored() -> None:
     a.join()
     d.now = 40_000
     a.beat()
-    d.feed(consumer.TimerFired(45_000, "session", "a"))  # the old deadline
+    d.feed(kip848.TimerFired(45_000, "session", "a"))  # the old deadline
     assert "a" in d.group.members
-    d.feed(consumer.TimerFired(45_000, "rebalance", "a"))
+    d.feed(kip848.TimerFired(45_000, "rebalance", "a"))
     assert "a" in d.group.members
 
 
@@ -493,7 +493,7 @@ def test_random_events_keep_the_invariants(
             continue
         elif action in ("beat", "lazy", "stale"):
             epoch = c.epoch - 1 if action == "stale" else c.epoch
-            owned = None if action == "lazy" else consumer.from_parts(c.owned)
+            owned = None if action == "lazy" else kip848.from_parts(c.owned)
             r = d.hb(mid, epoch, owned=owned, instance_id=c.instance_id)
             if r.error is E.none:
                 c.apply(r)
@@ -514,7 +514,7 @@ def test_random_events_keep_the_invariants(
             d.advance(ms)
         elif action == "grow":
             image = {**image, "t": TopicInfo(T, image["t"].partitions + 1)}
-            d.feed(consumer.MetadataChanged(d.now, image))
+            d.feed(kip848.MetadataChanged(d.now, image))
         # what a client believes it owns is owned by its member on the server, and server
         # ownership is exclusive (check_invariants): no two clients consume one partition
         for c in clients.values():

@@ -13,7 +13,7 @@ import trio
 from kio.schema.errors import ErrorCode
 
 from kvstream.group import classic
-from kvstream.group import consumer as cg
+from kvstream.group import kip848 as cg
 from kvstream.group.classic import GroupConfig
 from kvstream.group.coordinator import CommittedOffset, GroupCoordinator, WrongGroupType
 from kvstream.log.metadata import MetadataImage

@@ -3,10 +3,10 @@
 OWNS: the remote-read requests that share the cleaner worker's pipe, both ends, without any I/O
 of its own. In the worker process, :class:`RemoteStore` is a read-only ``KVStore`` whose
 ``read()`` snapshots answer ``get`` / ``scan`` / ``floor`` by asking the parent, so the phase
-functions of kvstream/log/compaction.py take it as their ``store`` unchanged. In the parent,
+functions of kvstream/cleaner/passes.py take it as their ``store`` unchanged. In the parent,
 :class:`ReadServer` opens one real ``store.read()`` snapshot per read transaction of the worker
 and answers each request from it.
-MUST NOT KNOW: trio or any event loop (kvstream/log/cleaner.py moves the frames and decides where
+MUST NOT KNOW: trio or any event loop (kvstream/cleaner/task.py moves the frames and decides where
 a request is answered), compaction, the key schema, any particular storage backend.
 
 Messages are tuples of bytes, ints, bools and None (what ``marshal`` carries), sent by the worker

@@ -1,6 +1,7 @@
 """A staged write: the puts and deletes one group commit will apply in one transaction.
 
-OWNS: collecting mutations in the event loop and replaying them inside a storage transaction.
+OWNS: collecting mutations in the event loop and replaying them inside a storage transaction
+(a storage write batch, not a Kafka transaction).
 MUST NOT KNOW: Kafka semantics, trio.
 
 Staging happens on the event loop thread; `apply` runs inside `KVStore.transact` on a worker

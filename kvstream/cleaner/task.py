@@ -6,7 +6,7 @@ engine, worker threads only when no process starts), the parent's end of the wor
 reads (its snapshots, opened and closed here), submitting one group-commit operation per slice
 and awaiting it before reading the next, and handing the cleaner checkpoint to the operation of
 a pass's last slice.
-MUST NOT KNOW: sockets, wire messages, how batches are rewritten (kvstream/log/compaction.py),
+MUST NOT KNOW: sockets, wire messages, how a pass cleans (kvstream/cleaner/passes.py),
 storage keys (kvstream/log/keys.py via the log manager).
 
 Latency: a slice reads about ``slice_bytes`` (1 MiB) of batches in one short read transaction
@@ -23,13 +23,13 @@ while a pass ran (docs/performance.md). So they run in a :class:`CleanerWorker`:
 process started for a round that has a pass to run and closed with the round, which keeps the
 pass's offset map. Per slice the event loop sends one small request over the child's stdin and
 reads the slice's changes back from its stdout (``marshal`` frames of plain tuples, see
-kvstream.log.compaction.serve_worker), both through trio streams; everything that writes stays
+kvstream.cleaner.worker.serve_worker), both through trio streams; everything that writes stays
 here, in the writer. Where the child gets the batches from:
 
 - LMDB (``worker_path``, the data dir; the broker passes it for the LMDB engine): it opens the
   environment read-only itself (LMDB registers every process's readers in its lock file).
 - LevelDB (an exclusive lock) and memory (in this process): it cannot open the store, so its
-  store is a kvstream.log.remote_read.RemoteStore and every read is a request on the same pipe.
+  store is a kvstream.cleaner.remote_read.RemoteStore and every read is a request on the same pipe.
   While a request runs, :meth:`CleanerWorker.call` answers them: one ``store.read()`` snapshot
   per ``with store.read()`` block of the child, entered and exited on the event loop thread (a
   writer thread never holds one) and always closed before ``call`` returns (answer, error,
@@ -69,15 +69,11 @@ from typing import Any
 
 import trio
 
-from kvstream.log.compaction import (
-    CLEANUP_POLICY,
+from kvstream.cleaner.passes import PassResult, begin_pass, clean_slice, map_slice
+from kvstream.cleaner.policy import CLEANUP_POLICY, CompactionConfig, is_compacted
+from kvstream.cleaner.remote_read import ReadServer, RemoteReadError, is_read_request
+from kvstream.cleaner.worker import (
     MAX_WORKER_FRAME,
-    CompactionConfig,
-    PassResult,
-    begin_pass,
-    clean_slice,
-    is_compacted,
-    map_slice,
     pass_to_plain,
     slice_from_plain,
     worker_command,
@@ -85,7 +81,6 @@ from kvstream.log.compaction import (
 from kvstream.log.manager import LogManager
 from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import PartitionLog
-from kvstream.log.remote_read import ReadServer, RemoteReadError, is_read_request
 from kvstream.log.writer import GroupCommitWriter
 from kvstream.storage.base import KVStore
 
@@ -256,12 +251,12 @@ _ANSWERS = frozenset({"ok", "error"})
 class CleanerWorker:
     """The cleaner's worker process: runs map_slice/clean_slice on request.
 
-    Requests and answers are ``marshal`` frames (kvstream.log.compaction.serve_worker) over the
+    Requests and answers are ``marshal`` frames (kvstream.cleaner.worker.serve_worker) over the
     process's stdin/stdout, read and written by trio streams, so the event loop never blocks
     and never holds the GIL for more than the (small) encode/decode of one slice's changes.
     With ``store`` (a worker started without a data dir) the worker reads that store through
     this process: while a request runs, :meth:`call` answers its remote reads
-    (kvstream.log.remote_read) from snapshots opened on the event loop thread and closed before
+    (kvstream.cleaner.remote_read) from snapshots opened on the event loop thread and closed before
     it returns, whatever happens.
     """
 
