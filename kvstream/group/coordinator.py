@@ -2,13 +2,14 @@
 
 OWNS: the registry of groups by id (one protocol per id: a `classic.ClassicGroup` or a KIP-848
 `consumer.ConsumerGroup`), parking JoinGroup/SyncGroup callers until the classic state machine
-answers, the timer task (one heap, woken by a trio.Event, on `trio.current_time` so
-MockClock/autojump_clock drive it in tests; consumer-group timers are kept under kinds prefixed
-"c:"), the topic image handed to consumer groups (rebuilt when the metadata log moves, passed
-with every ConsumerGroupHeartbeat), committed offsets (durable through the GroupCommitWriter: a
-commit is acknowledged after the LMDB commit; `start_commit` and `start_delete_offsets` check and
-submit with no await, so commits and deletes take effect in the order their requests were read),
-loading them at start-up, and offset retention for empty groups (offsets.retention.minutes).
+answers (each parked request waits on a `Completion`), the timer task (one heap, woken by a
+trio.Event, on `trio.current_time` so MockClock/autojump_clock drive it in tests; consumer-group
+timers are kept under kinds prefixed "c:"), the topic image handed to consumer groups (rebuilt when
+the metadata log moves, passed with every ConsumerGroupHeartbeat), committed offsets (durable
+through the GroupCommitWriter: a commit is acknowledged after the LMDB commit; `start_commit` and
+`start_delete_offsets` check and submit with no await, so commits and deletes take effect in the
+order their requests were read), loading them at start-up, and offset retention for empty groups
+(offsets.retention.minutes).
 MUST NOT KNOW: wire encoding (handlers), group protocol rules (`classic`, `consumer`).
 
 One id, one protocol (Kafka's GroupMetadataManager with group.consumer.migration.policy=disabled,
@@ -43,12 +44,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
 from kio.schema.errors import ErrorCode
 
+from kvstream.completion import Completion
 from kvstream.group import classic
 from kvstream.group import consumer as cg
 from kvstream.group.classic import ClassicGroup, GroupConfig, GroupState
@@ -92,12 +94,6 @@ class WrongGroupType(Exception):
     """The group id is used by another group protocol (classic vs consumer, KIP-848)."""
 
 
-@dataclass
-class _Waiter:
-    done: trio.Event = field(default_factory=trio.Event)
-    result: Any = None
-
-
 def _now_ms() -> int:
     return int(trio.current_time() * 1000)
 
@@ -134,7 +130,7 @@ class GroupCoordinator:
         self._offset_writes: dict[str, collections.deque[Operation[None]]] = {}
         self.empty_since_ms: dict[str, int] = {}  # wall clock, for offset retention
         self._tokens = itertools.count(1)
-        self._waiters: dict[int, _Waiter] = {}
+        self._waiters: dict[int, Completion[Any]] = {}  # token -> the parked request's answer
         self._heap: list[tuple[int, int, str, str, str]] = []
         self._timers: dict[tuple[str, str, str], int] = {}  # (group, kind, key) -> live seq
         self._seq = itertools.count()
@@ -206,31 +202,29 @@ class GroupCoordinator:
             elif isinstance(out, classic.CancelTimer):
                 self._timers.pop((gid, out.kind, out.key), None)
             else:
-                waiter = self._waiters.get(out.token)
+                waiter = self._waiters.pop(out.token, None)
                 if waiter is not None:
-                    waiter.result = out
-                    waiter.done.set()
+                    waiter.set(out)
 
     def _ask(self, group: ClassicGroup, make: Any) -> Any:
         """Dispatch an event that the state machine answers at once (CommitCheck) and return
         its answer, with no await: callers keep request order."""
         token = next(self._tokens)
-        waiter = self._waiters[token] = _Waiter()
+        waiter = self._waiters[token] = Completion()
         try:
             self._dispatch(group, make(token, _now_ms()))
         finally:
             self._waiters.pop(token, None)
-        if not waiter.done.is_set():
+        if not waiter.done:
             raise RuntimeError(f"the group state machine did not answer {make} at once")
-        return waiter.result
+        return waiter.result()
 
     async def _request(self, group: ClassicGroup, make: Any) -> Any:
         token = next(self._tokens)
-        waiter = self._waiters[token] = _Waiter()
+        waiter = self._waiters[token] = Completion()
         try:
             self._dispatch(group, make(token, _now_ms()))
-            await waiter.done.wait()
-            return waiter.result
+            return await waiter.wait()
         finally:
             self._waiters.pop(token, None)
 
@@ -566,7 +560,7 @@ class GroupCoordinator:
         """Submit a commit or delete of the group's offsets, remembered until it finished so
         that `wait_for_offset_writes` can wait for it."""
         queue = self._offset_writes.setdefault(group_id, collections.deque())
-        while queue and queue[0].done.is_set():
+        while queue and queue[0].done:
             queue.popleft()
         queue.append(op)
         return self.writer.submit(op)
@@ -587,8 +581,8 @@ class GroupCoordinator:
         finished, so an OffsetFetch read after it sees the OffsetCommits sent before it on
         its connection (Kafka handles one request of a connection at a time)."""
         for op in list(self._offset_writes.get(group_id, ())):
-            if not op.done.is_set():
-                await op.done.wait()
+            if not op.done:
+                await op.wait_done()
 
     def _commit_op(
         self, group_id: str, offsets: dict[TopicPartition, CommittedOffset]

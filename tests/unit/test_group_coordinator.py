@@ -224,7 +224,7 @@ async def test_commits_started_in_order_take_effect_in_order(
     assert coordinator.fetch_offsets("g", None) == {}  # nothing is visible before it is durable
     with trio.fail_after(30):
         await coordinator.wait_for_offset_writes("g")
-    assert all(op.done.is_set() and op.error is None for op in ops)
+    assert all(op.done and op.error is None for op in ops)
     assert coordinator.fetch_offsets("g", None)[("t", 0)].offset == 100
     # a refused commit is answered at once, with nothing submitted
     refused = coordinator.start_commit(
