@@ -3,8 +3,8 @@
 OWNS: start-up and shutdown order (bind the listeners, then create and lock the data
 directory, then open the store, then listen and serve; on SIGTERM/SIGINT stop serving, close
 the store, release the lock), the start-up and shutdown log lines, the broker's identity
-(node id, advertised address, cluster id), topic auto-creation, the deadline task Fetch long
-polls end on, and the one place a config value is resolved: `effective_config` layers the
+(node id, advertised address, cluster id), topic auto-creation, the timer service (one, for
+Fetch and groups), and the one place a config value is resolved: `effective_config` layers the
 dynamic broker configs (KIP-226, stored by the log manager) over the static `config` (topic
 override > dynamic per-broker > dynamic cluster default > server.properties > default), and
 `topic_config` answers every topic lookup (Produce, retention, the cleaner) from it.
@@ -35,11 +35,11 @@ from kvstream.log.manager import LogManager, TopicExists
 from kvstream.log.metadata import TopicImage
 from kvstream.log.writer import GroupCommitWriter
 from kvstream.protocol import records
-from kvstream.server.deadlines import Deadlines
 from kvstream.server.listener import BoundListener, bind_listeners
 from kvstream.storage.base import KVStore
 from kvstream.storage.lock import DataDirLock, lock_data_dir
 from kvstream.storage.open import check_engine, open_store
+from kvstream.timers.service import Timers
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Broker:
             max_group_bytes=config.group_commit_max_bytes,
             max_queued_bytes=config.queued_max_request_bytes,
         )
-        self.deadlines = Deadlines()  # Fetch long polls' max_wait_ms
+        self.timers = Timers()  # Fetch long polls' max_wait_ms, group timeouts
         self.node_id = config.node_id
         self.served = registry.served_versions()
         self.advertised: Listener = config.advertised_listeners[0]
@@ -94,6 +94,7 @@ class Broker:
                 max_size=config.group_consumer_max_size,
             ),
             metadata=lambda: self.logs.image,
+            timers=self.timers,
         )
 
     @property
@@ -208,7 +209,7 @@ class Broker:
             bound = await bind_listeners(self.config.listeners)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.writer.run)
-            await nursery.start(self.deadlines.run)
+            await nursery.start(self.timers.run)
             await nursery.start(self.groups.run)
             await nursery.start(self._retention_loop)
             if self.config.get_bool("log.cleaner.enable"):

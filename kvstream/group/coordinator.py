@@ -2,10 +2,11 @@
 
 OWNS: the registry of groups by id (one protocol per id: a `classic.ClassicGroup` or a KIP-848
 `kip848.ConsumerGroup`), parking JoinGroup/SyncGroup callers until the classic state machine
-answers, the timer task (one heap, woken by a trio.Event, on `trio.current_time` so
-MockClock/autojump_clock drive it in tests; consumer-group timers are kept under kinds prefixed
-"c:"), the topic image handed to consumer groups (rebuilt when the metadata log moves, passed
-with every ConsumerGroupHeartbeat), committed offsets (durable through the GroupCommitWriter: a
+answers (each parked request waits on a `Completion`), running the state machines' timer
+outputs on the broker's timer service (`kvstream.timers`: one `KeyedTimers` keyed by (group,
+protocol, kind, key), on `trio.current_time` so MockClock/autojump_clock drive it in tests),
+the topic image handed to consumer groups (rebuilt when the metadata log moves, passed with
+every ConsumerGroupHeartbeat), committed offsets (durable through the GroupCommitWriter: a
 commit is acknowledged after the LMDB commit; `start_commit` and `start_delete_offsets` check and
 submit with no await, so commits and deletes take effect in the order their requests were read),
 loading them at start-up, and offset retention for empty groups (offsets.retention.minutes).
@@ -37,18 +38,19 @@ rejoin, which every client handles; a group with offsets comes back Empty.
 from __future__ import annotations
 
 import collections
-import heapq
 import itertools
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import trio
 from kio.schema.errors import ErrorCode
 
+from kvstream.completion import Completion
 from kvstream.group import classic
 from kvstream.group import kip848 as cg
 from kvstream.group.classic import ClassicGroup, GroupConfig, GroupState
@@ -58,6 +60,7 @@ from kvstream.log.metadata import MetadataImage
 from kvstream.log.staging import StagedWrites
 from kvstream.log.writer import GroupCommitWriter, Operation
 from kvstream.storage.base import KVStore
+from kvstream.timers.service import KeyedTimers, Timers, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +88,12 @@ class CommittedOffset:
 
 TopicPartition = tuple[str, int]
 Group = ClassicGroup | ConsumerGroup
-_CONSUMER_TIMER = "c:"  # consumer-group timer kinds in the shared heap
+TimerKey = tuple[str, str, str, str]
+"""(group id, "classic" or "consumer", timer kind, timer key): one keyed timer."""
 
 
 class WrongGroupType(Exception):
     """The group id is used by another group protocol (classic vs consumer, KIP-848)."""
-
-
-@dataclass
-class _Waiter:
-    done: trio.Event = field(default_factory=trio.Event)
-    result: Any = None
-
-
-def _now_ms() -> int:
-    return int(trio.current_time() * 1000)
 
 
 def _wall_ms() -> int:
@@ -116,7 +110,10 @@ class GroupCoordinator:
         retention_check_ms: int = 600_000,
         consumer_config: ConsumerGroupConfig | None = None,
         metadata: Callable[[], MetadataImage] | None = None,
+        timers: Timers | None = None,
     ) -> None:
+        """``timers``: the broker's timer service (None: a service of the coordinator's own,
+        run by `run`, for tests and tools that run a coordinator alone)."""
         self.store = store
         self.writer = writer
         self.config = config
@@ -134,11 +131,9 @@ class GroupCoordinator:
         self._offset_writes: dict[str, collections.deque[Operation[None]]] = {}
         self.empty_since_ms: dict[str, int] = {}  # wall clock, for offset retention
         self._tokens = itertools.count(1)
-        self._waiters: dict[int, _Waiter] = {}
-        self._heap: list[tuple[int, int, str, str, str]] = []
-        self._timers: dict[tuple[str, str, str], int] = {}  # (group, kind, key) -> live seq
-        self._seq = itertools.count()
-        self._wakeup = trio.Event()
+        self._waiters: dict[int, Completion[Any]] = {}  # token -> the parked request's answer
+        self._own_timers = timers is None
+        self._timers: KeyedTimers[TimerKey] = KeyedTimers(Timers() if timers is None else timers)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -186,8 +181,7 @@ class GroupCoordinator:
         """Forget a group object (its timers die with it; committed offsets are kept)."""
         self.groups.pop(group_id, None)
         self.empty_since_ms.pop(group_id, None)
-        for timer in [t for t in self._timers if t[0] == group_id]:
-            del self._timers[timer]
+        self._timers.cancel_where(lambda key: key[0] == group_id)
 
     def _dispatch(self, group: ClassicGroup, event: classic.Event) -> None:
         before = group.state
@@ -202,82 +196,64 @@ class GroupCoordinator:
                 self.empty_since_ms[gid] = _wall_ms()
         for out in outputs:
             if isinstance(out, classic.SetTimer):
-                self._set_timer(gid, out.kind, out.key, out.deadline_ms)
+                self._timers.set(
+                    (gid, "classic", out.kind, out.key),
+                    out.deadline_ms,
+                    partial(self._classic_timer, gid, out.kind, out.key),
+                )
             elif isinstance(out, classic.CancelTimer):
-                self._timers.pop((gid, out.kind, out.key), None)
+                self._timers.cancel((gid, "classic", out.kind, out.key))
             else:
-                waiter = self._waiters.get(out.token)
+                waiter = self._waiters.pop(out.token, None)
                 if waiter is not None:
-                    waiter.result = out
-                    waiter.done.set()
+                    waiter.set(out)
 
     def _ask(self, group: ClassicGroup, make: Any) -> Any:
         """Dispatch an event that the state machine answers at once (CommitCheck) and return
         its answer, with no await: callers keep request order."""
         token = next(self._tokens)
-        waiter = self._waiters[token] = _Waiter()
+        waiter = self._waiters[token] = Completion()
         try:
-            self._dispatch(group, make(token, _now_ms()))
+            self._dispatch(group, make(token, now_ms()))
         finally:
             self._waiters.pop(token, None)
-        if not waiter.done.is_set():
+        if not waiter.done:
             raise RuntimeError(f"the group state machine did not answer {make} at once")
-        return waiter.result
+        return waiter.result()
 
     async def _request(self, group: ClassicGroup, make: Any) -> Any:
         token = next(self._tokens)
-        waiter = self._waiters[token] = _Waiter()
+        waiter = self._waiters[token] = Completion()
         try:
-            self._dispatch(group, make(token, _now_ms()))
-            await waiter.done.wait()
-            return waiter.result
+            self._dispatch(group, make(token, now_ms()))
+            return await waiter.wait()
         finally:
             self._waiters.pop(token, None)
 
     # -- timers --------------------------------------------------------------------------------
 
-    def _set_timer(self, gid: str, kind: str, key: str, deadline_ms: int) -> None:
-        seq = next(self._seq)
-        self._timers[(gid, kind, key)] = seq
-        heapq.heappush(self._heap, (deadline_ms, seq, gid, kind, key))
-        self._wakeup.set()
+    def _classic_timer(self, gid: str, kind: str, key: str, now: int) -> None:
+        """A classic group's timer fired (from the timer service): feed it to its group."""
+        group = self.groups.get(gid)
+        if isinstance(group, ClassicGroup):  # else the id changed protocol meanwhile
+            self._dispatch(group, classic.TimerFired(now, kind, key))
 
-    def fire_due_timers(self) -> int:
-        """Feed every timer due now into its group; returns how many fired."""
-        now = _now_ms()
-        fired = 0
-        while self._heap and self._heap[0][0] <= now:
-            _deadline, seq, gid, kind, key = heapq.heappop(self._heap)
-            if self._timers.get((gid, kind, key)) != seq:
-                continue  # cancelled or replaced
-            del self._timers[(gid, kind, key)]
-            group = self.groups.get(gid)
-            if isinstance(group, ConsumerGroup) and kind.startswith(_CONSUMER_TIMER):
-                fired += 1
-                self._dispatch_consumer(
-                    group, cg.TimerFired(now, kind[len(_CONSUMER_TIMER) :], key)
-                )
-            elif isinstance(group, ClassicGroup) and not kind.startswith(_CONSUMER_TIMER):
-                fired += 1
-                self._dispatch(group, classic.TimerFired(now, kind, key))
-        return fired
+    def _consumer_timer(self, gid: str, kind: str, key: str, now: int) -> None:
+        """A consumer group's timer fired: feed it to its group."""
+        group = self.groups.get(gid)
+        if isinstance(group, ConsumerGroup):
+            self._dispatch_consumer(group, cg.TimerFired(now, kind, key))
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The offsets-retention task (and the timer service's, when the coordinator has its
+        own). Retention stays a task rather than a repeating timer: a pass awaits durable
+        deletes, which a timer callback must not, and one task for the broker's life costs
+        nothing per request."""
         async with trio.open_nursery() as nursery:
+            if self._own_timers:
+                await nursery.start(self._timers.timers.run)
             nursery.start_soon(self._run_retention)
             task_status.started()
-            while True:
-                self.fire_due_timers()
-                self._wakeup = trio.Event()
-                # Drop stale heads so the sleep is for a live timer.
-                while self._heap and self._timers.get(self._heap[0][2:]) != self._heap[0][1]:
-                    heapq.heappop(self._heap)
-                if self._heap:
-                    delay = max(self._heap[0][0] / 1000 - trio.current_time(), 0.0)
-                    with trio.move_on_after(delay + 0.0005):
-                        await self._wakeup.wait()
-                else:
-                    await self._wakeup.wait()
 
     async def _run_retention(self) -> None:
         while True:
@@ -409,9 +385,13 @@ class GroupCoordinator:
         answers: list[cg.Output] = []
         for out in outputs:
             if isinstance(out, cg.SetTimer):
-                self._set_timer(gid, _CONSUMER_TIMER + out.kind, out.key, out.deadline_ms)
+                self._timers.set(
+                    (gid, "consumer", out.kind, out.key),
+                    out.deadline_ms,
+                    partial(self._consumer_timer, gid, out.kind, out.key),
+                )
             elif isinstance(out, cg.CancelTimer):
-                self._timers.pop((gid, _CONSUMER_TIMER + out.kind, out.key), None)
+                self._timers.cancel((gid, "consumer", out.kind, out.key))
             else:
                 answers.append(out)
         return answers
@@ -459,7 +439,7 @@ class GroupCoordinator:
         else:
             group = existing
         new_id = str(uuid.uuid4()) if not request.member_id else ""
-        event = replace(request, now_ms=_now_ms(), topics=self.topic_image(), new_member_id=new_id)
+        event = replace(request, now_ms=now_ms(), topics=self.topic_image(), new_member_id=new_id)
         if replaced is not None:
             self._drop_group(group_id)
         answers = self._dispatch_consumer(group, event)
@@ -566,7 +546,7 @@ class GroupCoordinator:
         """Submit a commit or delete of the group's offsets, remembered until it finished so
         that `wait_for_offset_writes` can wait for it."""
         queue = self._offset_writes.setdefault(group_id, collections.deque())
-        while queue and queue[0].done.is_set():
+        while queue and queue[0].done:
             queue.popleft()
         queue.append(op)
         return self.writer.submit(op)
@@ -587,8 +567,8 @@ class GroupCoordinator:
         finished, so an OffsetFetch read after it sees the OffsetCommits sent before it on
         its connection (Kafka handles one request of a connection at a time)."""
         for op in list(self._offset_writes.get(group_id, ())):
-            if not op.done.is_set():
-                await op.done.wait()
+            if not op.done:
+                await op.wait_done()
 
     def _commit_op(
         self, group_id: str, offsets: dict[TopicPartition, CommittedOffset]
@@ -707,7 +687,7 @@ class GroupCoordinator:
     async def delete_group(self, group_id: str) -> ErrorCode:
         consumer_group = self.consumer_group(group_id)
         if consumer_group is not None:
-            answers = self._dispatch_consumer(consumer_group, cg.Delete(_now_ms()))
+            answers = self._dispatch_consumer(consumer_group, cg.Delete(now_ms()))
             code = next(a.error for a in answers if isinstance(a, cg.Reply))
             if code is ErrorCode.none and group_id in self.offsets:
                 await self._submit_offset_write(

@@ -1,24 +1,11 @@
-"""Timer outputs shared by the pure group state machines (classic.py and kip848.py).
+"""Timer outputs of the pure group state machines (classic.py and kip848.py).
 
-OWNS: the two output types a state machine uses to ask its shell for a timer. MUST NOT KNOW:
-trio or any clock: deadlines are plain milliseconds on the caller's clock.
+OWNS: nothing of its own: `SetTimer` and `CancelTimer` live in `kvstream.timers.outputs`,
+shared with the other state machines; the group machines import them from here.
+MUST NOT KNOW: trio or any clock.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    """Fire TimerFired(kind, key) at deadline_ms, replacing any timer with the same kind and key."""
-
-    kind: str
-    key: str
-    deadline_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTimer:
-    kind: str
-    key: str
+from kvstream.timers.outputs import CancelTimer as CancelTimer
+from kvstream.timers.outputs import SetTimer as SetTimer

@@ -28,7 +28,7 @@ from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import PartitionLog
 from kvstream.protocol.fetch_request import FetchRequestBody
 from kvstream.protocol.fetch_response import FetchAnswer, FetchPartitionAnswer
-from kvstream.server.deadlines import Deadline, Deadlines
+from kvstream.timers.service import Timer, Timers
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +114,17 @@ def fetch(ctx: RequestContext, req: FetchRequestBody) -> Ready:
     if total >= poll.min_bytes or errors or wait_s <= 0:
         poll.ready.set(_answer(wanted, data))
     else:
-        poll.wait(ctx.broker.deadlines, trio.current_time() + wait_s)
+        poll.wait(ctx.broker.timers, trio.current_time() + wait_s)
     return poll.ready
 
 
 class _LongPoll:
     """One Fetch waiting for data: woken by its partitions' appends, ended by its deadline.
 
-    No task waits: the partitions' listeners and the broker's deadline task call it, and it
-    completes its `Ready`. Whatever ends it first (enough data, the deadline, the connection
-    going away) takes it off every listener set and cancels the deadline."""
+    No task waits: the partitions' listeners and the broker's timer service call it, and it
+    completes its `Ready`. Whatever ends it first (enough data, max_wait_ms, the connection
+    going away) takes it off every listener set and cancels its timer (one heap push, and a
+    mark when cancelled: `kvstream.timers.service`)."""
 
     __slots__ = ("deadline", "logs", "max_bytes", "min_bytes", "ready", "wanted")
 
@@ -133,13 +134,13 @@ class _LongPoll:
         self.min_bytes = min_bytes
         self.ready = Ready()
         self.logs: list[PartitionLog] = []
-        self.deadline: Deadline | None = None
+        self.deadline: Timer | None = None
 
-    def wait(self, deadlines: Deadlines, when: float) -> None:
+    def wait(self, timers: Timers, when: float) -> None:
         self.logs = [w.log for w in self.wanted if w.log is not None]
         for plog in self.logs:
             plog.listeners.add(self.appended)
-        self.deadline = deadlines.call_at(when, self.expired)
+        self.deadline = timers.call_at(when, self.expired)
         self.ready.on_hurry = self.expired
 
     def release(self) -> None:
@@ -155,7 +156,7 @@ class _LongPoll:
         self._answer_if(enough_only=True)
 
     def expired(self) -> None:
-        """max_wait_ms passed (called from the deadline task), or the connection wants the
+        """max_wait_ms passed (called from the timer service), or the connection wants the
         answer now: answer with what is there."""
         self._answer_if(enough_only=False)
 

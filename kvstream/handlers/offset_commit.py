@@ -22,6 +22,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from kvstream.completion import Completion
 from kvstream.group.coordinator import CommittedOffset, WrongGroupType, _wall_ms
 from kvstream.handlers._common import NO_THROTTLE
 from kvstream.handlers.registry import CLOSE, Ready, RequestContext, handles
@@ -87,8 +88,8 @@ def offset_commit(ctx: RequestContext, req: Any) -> Ready:
         return ready
     op = started
 
-    def finished() -> None:
-        error = op.error
+    def finished(done: Completion[None]) -> None:
+        error = done.error
         if error is None:
             ready.set(respond(ErrorCode.none))
         elif isinstance(error, StorageError | WriteFailed):  # the commit failed: not durable
@@ -96,5 +97,5 @@ def offset_commit(ctx: RequestContext, req: Any) -> Ready:
         else:  # a bug, logged by the writer: close, as a failing handler does
             ready.set(CLOSE)
 
-    op.on_done = finished
+    op.on_done(finished)
     return ready

@@ -15,6 +15,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from kvstream.completion import Completion
 from kvstream.group.coordinator import WrongGroupType
 from kvstream.handlers._common import NO_THROTTLE
 from kvstream.handlers.registry import CLOSE, Ready, RequestContext, handles
@@ -59,8 +60,8 @@ def offset_delete(ctx: RequestContext, req: Any) -> Ready:
         return ready
     submitted = op
 
-    def finished() -> None:
-        error = submitted.error
+    def finished(done: Completion[None]) -> None:
+        error = done.error
         if error is None:
             ready.set(respond(code))
         elif isinstance(error, StorageError | WriteFailed):  # the delete is not durable
@@ -69,5 +70,5 @@ def offset_delete(ctx: RequestContext, req: Any) -> Ready:
         else:  # a bug, logged by the writer: close, as a failing handler does
             ready.set(CLOSE)
 
-    submitted.on_done = finished
+    submitted.on_done(finished)
     return ready

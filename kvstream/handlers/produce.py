@@ -23,6 +23,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from kvstream.cleaner.policy import is_compacted
+from kvstream.completion import Completion
 from kvstream.handlers._common import error_for
 from kvstream.handlers.registry import Ready, RequestContext, handles
 from kvstream.log.partition import PartitionLog, StagedAppend
@@ -160,12 +161,12 @@ def _respond(acks: int, results: list[_Result]) -> Ready:
         return ready
     left = len(pending)
 
-    def finished(part: PartitionAnswer, plog: PartitionLog, op: Operation[StagedAppend]) -> None:
+    def finished(part: PartitionAnswer, plog: PartitionLog, op: Completion[StagedAppend]) -> None:
         nonlocal left
         try:
             if op.error is not None:
                 raise op.error
-            appended = op.result
+            appended = op.value
             if appended is None:
                 raise RuntimeError("append finished without a result")
             part.base_offset = appended.base_offset
@@ -178,5 +179,5 @@ def _respond(acks: int, results: list[_Result]) -> Ready:
             ready.set(answer)
 
     for part, plog, op in pending:
-        op.on_done = partial(finished, part, plog, op)
+        op.on_done(partial(finished, part, plog))
     return ready

@@ -16,6 +16,7 @@ version, so one handler body serves every version.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
@@ -25,64 +26,52 @@ from typing import TYPE_CHECKING, Any
 from kio.index import load_payload_module
 from kio.static.constants import EntityType
 
+from kvstream.completion import Completion
 from kvstream.protocol.codec import RequestHeader, build, model_version
 
 if TYPE_CHECKING:
     from kvstream.broker import Broker
 
+log = logging.getLogger(__name__)
 
-class Ready:
-    """A response that a callback delivers later, instead of a coroutine that returns it.
+
+class Ready(Completion[Any]):
+    """A response that a callback delivers later, instead of a coroutine that returns it: a
+    `Completion` whose listener is the connection and gets the response itself.
 
     The handler calls :meth:`set` once (with the response, or None to send nothing); the
     connection calls :meth:`on_ready` once. Whichever comes second runs the callback, in the
-    task that called it: callbacks must not block and must not raise.
+    task that called it: callbacks must not block.
 
     A handler that could answer early (a Fetch long poll, with what is there now) sets
     ``on_hurry``: the connection calls it, through :meth:`hurry`, when its peer stopped sending
-    or the connection ends, so no wake-up or deadline outlives the peer. Setting :data:`CLOSE`
+    or the connection ends, so no wake-up or timer outlives the peer. Setting :data:`CLOSE`
     instead of a response closes the connection after the earlier answers (what an exception
-    in an ``async def`` handler does)."""
+    in an ``async def`` handler does); so does :meth:`fail`.
 
-    __slots__ = ("_callback", "_done", "_listened", "_response", "on_hurry")
-
-    def __init__(self) -> None:
-        self._callback: Callable[[Any], None] | None = None
-        self._done = False
-        self._listened = False
-        self._response: Any = None
-        self.on_hurry: Callable[[], None] | None = None
-
-    # Once delivered, a Ready lets go of the callback, the response and on_hurry: they usually
-    # refer back to it (a slot holding this Ready, a poll whose Ready this is), and cycles left
-    # behind by every request would be freed only by the garbage collector's full passes.
-
-    def set(self, response: Any) -> None:
-        if self._done:
-            raise RuntimeError("Ready.set called twice")
-        self._done = True
-        self.on_hurry = None
-        callback, self._callback = self._callback, None
-        if callback is not None:
-            callback(response)
-        else:
-            self._response = response
+    Once delivered, a Ready lets go of the callback and ``on_hurry`` (see `Completion`)."""
 
     def on_ready(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(response)`` once the response is set (now, if it already is)."""
         if self._listened:
             raise RuntimeError("Ready.on_ready called twice")
         self._listened = True
-        if self._done:
-            response, self._response = self._response, None
-            callback(response)
-        else:
+        if not self.done:
+            self._unwrap = True  # `set` hands the callback the response, not the Ready
             self._callback = callback
+            return
+        try:
+            callback(self.value)
+        except Exception:
+            log.exception("a Ready callback failed")
 
-    def hurry(self) -> None:
-        """Ask for the answer now (a no-op without ``on_hurry`` or once answered)."""
-        hurry, self.on_hurry = self.on_hurry, None
-        if hurry is not None and not self._done:
-            hurry()
+    def fail(self, error: BaseException) -> None:
+        """An answer that failed closes the connection, as a failing ``async def`` handler does
+        (the error stays readable in ``error``)."""
+        if self.done:
+            raise RuntimeError("Ready delivered twice")
+        self.error = error
+        self.set(CLOSE)
 
 
 CLOSE: Any = object()

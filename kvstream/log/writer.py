@@ -18,13 +18,13 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-import outcome
 import trio
 
+from kvstream.completion import Completion
 from kvstream.log.refusal import Refusal
 from kvstream.log.staging import StagedWrites
 from kvstream.storage.base import KVStore, StorageError
@@ -52,38 +52,20 @@ def _report_stage_failure(exc: Exception) -> None:
 
 
 @dataclass(eq=False)
-class Operation(Generic[T]):
-    """One write: `stage` adds keys (raises a `Refusal` to refuse just this op; any other
-    exception is logged as a bug and fails just this op too), `publish` runs after the commit
-    and returns the result handed to the waiter, `rollback` after a failed commit."""
+class Operation(Completion[T]):
+    """One write, and its outcome (a `Completion`): `stage` adds keys (raises a `Refusal` to
+    refuse just this op; any other exception is logged as a bug and fails just this op too),
+    `publish` runs after the commit and returns the value delivered to the waiters,
+    `rollback` after a failed commit, which fails the operation with the commit's error.
+
+    Waiters that are callbacks rather than tasks (a produce answer) use `on_done`; it runs in
+    the writer's task (or the commit's completion) right after the outcome is known."""
 
     stage: Callable[[StagedWrites], Any]
     publish: Callable[[Any], T]
     rollback: Callable[[], None] = lambda: None
     size: int = 0
     """Bytes the operation will write, roughly (record batches); bounds a group's size."""
-    done: trio.Event = field(default_factory=trio.Event)
-    result: T | None = None
-    error: BaseException | None = None
-    on_done: Callable[[], None] | None = None
-    """Called in the writer's task right after ``done`` is set (result or error known); for
-    waiters that are callbacks rather than tasks. Must not block; an exception is logged."""
-
-    def finish(self) -> None:
-        self.done.set()
-        # Dropped once called: the callback usually holds this operation (a cycle otherwise).
-        on_done, self.on_done = self.on_done, None
-        if on_done is not None:
-            try:
-                on_done()
-            except Exception:
-                log.exception("an operation's completion callback failed")
-
-    async def wait(self) -> T:
-        await self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.result  # type: ignore[return-value]
 
 
 MAX_GROUP_BYTES = 16 * 1024 * 1024
@@ -113,23 +95,22 @@ class CommitThread:
     def __init__(self, name: str = "kvstream-commit") -> None:
         self.name = name
         self._jobs: queue.SimpleQueue[
-            tuple[
-                Callable[[], Any],
-                trio.lowlevel.TrioToken,
-                Callable[[outcome.Outcome[Any]], None],
-            ]
-            | None
+            tuple[Callable[[], Any], trio.lowlevel.TrioToken, Completion[Any]] | None
         ] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def start(self, fn: Callable[[], T], done: Callable[[outcome.Outcome[T]], None]) -> None:
-        """Run ``fn()`` in the thread, then ``done(its outcome)`` in the calling trio loop.
+    def start(self, fn: Callable[[], T]) -> Completion[T]:
+        """Run ``fn()`` in the thread; its value or exception is delivered to the returned
+        completion in the calling trio loop.
 
-        ``done`` runs from ``run_sync_soon``: it must not raise (trio would end the run)."""
+        Delivered from ``run_sync_soon``: its callback must not raise a BaseException (trio
+        would end the run; an Exception is logged by the completion)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
             self._thread.start()
+        done: Completion[T] = Completion()
         self._jobs.put((fn, trio.lowlevel.current_trio_token(), done))
+        return done
 
     def stop(self) -> None:
         """Let the thread end after the transactions already queued."""
@@ -141,9 +122,14 @@ class CommitThread:
         name_this_thread(self.name)
         while (job := self._jobs.get()) is not None:
             fn, token, done = job
-            result = outcome.capture(fn)
+            # The thread picks `set` or `fail`, so delivering costs the loop one call.
+            deliver: Callable[[Any], None]
             try:
-                token.run_sync_soon(done, result)
+                deliver, outcome = done.set, fn()
+            except BaseException as exc:  # delivered, as outcome.capture would
+                deliver, outcome = done.fail, exc
+            try:
+                token.run_sync_soon(deliver, outcome)
             except trio.RunFinishedError:  # the loop is gone; nobody waits any more
                 return
 
@@ -249,14 +235,11 @@ class GroupCommitWriter:
                         accepted.append((op, op.stage(staged)))
                     except Exception as exc:  # fails this op only (its stage left no trace)
                         _report_stage_failure(exc)
-                        op.error = exc
-                        op.finish()
+                        op.fail(exc)
                 if accepted and staged:
                     try:
-                        self._thread.start(
-                            partial(self.store.transact, staged.apply),
-                            partial(self._committed, group, accepted),
-                        )
+                        commit = self._thread.start(partial(self.store.transact, staged.apply))
+                        commit.on_done(partial(self._committed, group, accepted))
                     except Exception as exc:  # no thread to commit in: the group fails
                         self._finish(accepted, exc)
                         continue
@@ -274,15 +257,15 @@ class GroupCommitWriter:
         self,
         group: list[Operation[Any]],
         accepted: list[tuple[Operation[Any], Any]],
-        result: outcome.Outcome[Any],
+        commit: Completion[Any],
     ) -> None:
         """The commit thread finished ``group`` (runs in the loop, from ``run_sync_soon``): answer
         it, then start the next group. Never raises: trio would end the whole run."""
         self._busy = False
         try:
             try:
-                if isinstance(result, outcome.Error):
-                    error = result.error
+                error = commit.error
+                if error is not None:
                     if not isinstance(error, Exception):
                         raise error
                     self._finish(accepted, error)
@@ -306,18 +289,18 @@ class GroupCommitWriter:
             for op, _ in accepted:
                 op.rollback()
             for op, _ in accepted:
-                op.error = failure
-                op.finish()
+                op.fail(failure)
             return
         self.commits += 1
         self.operations += len(accepted)
         for op, staged_value in accepted:
             try:
-                op.result = op.publish(staged_value)
+                value = op.publish(staged_value)
             except Exception as exc:  # pragma: no cover - publish must not fail
                 log.exception("publish failed after commit")
-                op.error = exc
-            op.finish()
+                op.fail(exc)
+            else:
+                op.set(value)
 
     def _release(self, group: list[Operation[Any]]) -> None:
         """A group finished: its bytes no longer hold readers back."""

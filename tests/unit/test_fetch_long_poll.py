@@ -40,14 +40,14 @@ async def test_min_bytes_is_summed_over_appends(broker: Broker) -> None:
         await until(lambda: len(plog.listeners) == 1, "the poll to wait")
         await append(broker, plog, b"first")
         # The append's publish called the poll synchronously: one batch is not min_bytes.
-        assert len(plog.listeners) == 1 and len(broker.deadlines) == 1
+        assert len(plog.listeners) == 1 and len(broker.timers) == 1
         await append(broker, plog, b"second")
         with trio.fail_after(10):
             resp = await read_fetch(stream)
     part = resp.responses[0].partitions[0]
     assert values(part) == [b"first", b"second"]
     assert part.high_watermark == 2
-    assert not plog.listeners and len(broker.deadlines) == 0
+    assert not plog.listeners and len(broker.timers) == 0
 
 
 async def test_max_wait_answers_with_what_is_there(broker: Broker) -> None:
@@ -64,7 +64,7 @@ async def test_max_wait_answers_with_what_is_there(broker: Broker) -> None:
         assert trio.current_time() - started < 5
     part = resp.responses[0].partitions[0]
     assert values(part) == [b"only"]
-    assert not plog.listeners and len(broker.deadlines) == 0
+    assert not plog.listeners and len(broker.timers) == 0
 
 
 async def test_a_poll_whose_peer_went_away_leaves_nothing_behind(broker: Broker) -> None:
@@ -75,10 +75,10 @@ async def test_a_poll_whose_peer_went_away_leaves_nothing_behind(broker: Broker)
     for correlation in (1, 2, 3):  # several polls in flight on one connection
         await send(stream, fetch_request("gone", wait_ms=600_000, min_bytes=1), correlation)
     await until(lambda: len(plog.listeners) == 3, "the polls to wait")
-    assert len(broker.deadlines) == 3
+    assert len(broker.timers) == 3
     await stream.aclose()
     await until(lambda: not plog.listeners, "the polls to be dropped")
-    assert len(broker.deadlines) == 0
+    assert len(broker.timers) == 0
     # The partition still wakes live polls afterwards.
     stream = await connect(broker)
     async with stream:
@@ -102,7 +102,7 @@ async def test_a_half_closed_peer_still_gets_its_polls_answered(broker: Broker) 
         with trio.fail_after(10):  # long before max_wait: answered with what is there
             resp = await read_fetch(stream)
     assert values(resp.responses[0].partitions[0]) == [b"there"]
-    assert not plog.listeners and len(broker.deadlines) == 0
+    assert not plog.listeners and len(broker.timers) == 0
 
 
 async def test_a_fetch_of_nothing_waits_without_holding_the_broker(broker: Broker) -> None:
@@ -114,11 +114,11 @@ async def test_a_fetch_of_nothing_waits_without_holding_the_broker(broker: Broke
     async with idle, busy:
         started = trio.current_time()
         await send(idle, fetch_request(None, wait_ms=1_500, min_bytes=1))
-        await until(lambda: len(broker.deadlines) == 1, "the empty poll to wait")
+        await until(lambda: len(broker.timers) == 1, "the empty poll to wait")
         await send(busy, fetch_request("other", wait_ms=0, min_bytes=1))
         with trio.fail_after(10):
             served = await read_fetch(busy)
-        assert len(broker.deadlines) == 1, "the empty poll ended before its max_wait"
+        assert len(broker.timers) == 1, "the empty poll ended before its max_wait"
         with trio.fail_after(10):
             empty = await read_fetch(idle)
         assert trio.current_time() - started >= 1.4
@@ -142,4 +142,4 @@ async def test_a_poll_on_a_topic_deleted_meanwhile_ends_with_its_error(broker: B
     part = resp.responses[0].partitions[0]
     assert part.error_code == 3  # UNKNOWN_TOPIC_OR_PARTITION
     assert part.records in (None, b"") and part.high_watermark == -1
-    assert not plog.listeners and len(broker.deadlines) == 0
+    assert not plog.listeners and len(broker.timers) == 0

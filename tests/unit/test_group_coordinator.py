@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -13,6 +14,7 @@ from kvstream.group.classic import GroupConfig, GroupState
 from kvstream.group.coordinator import CommittedOffset, GroupCoordinator
 from kvstream.log.writer import GroupCommitWriter
 from kvstream.storage.memory import MemoryStore
+from tests.unit.inproc import serving
 
 PROTO: classic.Protocols = (("range", b"meta"),)
 CFG = GroupConfig(initial_rebalance_delay_ms=3000, min_session_timeout_ms=1000)
@@ -224,7 +226,7 @@ async def test_commits_started_in_order_take_effect_in_order(
     assert coordinator.fetch_offsets("g", None) == {}  # nothing is visible before it is durable
     with trio.fail_after(30):
         await coordinator.wait_for_offset_writes("g")
-    assert all(op.done.is_set() and op.error is None for op in ops)
+    assert all(op.done and op.error is None for op in ops)
     assert coordinator.fetch_offsets("g", None)[("t", 0)].offset == 100
     # a refused commit is answered at once, with nothing submitted
     refused = coordinator.start_commit(
@@ -233,3 +235,25 @@ async def test_commits_started_in_order_take_effect_in_order(
     assert refused is ErrorCode.unknown_member_id
     reopened = GroupCoordinator.open(coordinator.store, coordinator.writer, config=CFG)
     assert reopened.fetch_offsets("g", None)[("t", 0)].offset == 100
+
+
+async def test_the_broker_runs_group_timers_on_its_one_timer_service(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Fetch long polls and the group coordinator share the broker's timer service: a join
+    completes when the initial rebalance delay (a timer) fires, and the group's timers are the
+    broker's."""
+    async with serving(tmp_path) as broker:
+        assert len(broker.timers) == 0
+        start = trio.current_time()
+        with trio.fail_after(60):
+            joined = await broker.groups.join(
+                "g", "", None, "c", "/127.0.0.1", 6000, 10_000, "consumer", PROTO,
+                require_known_member_id=False,
+            )  # fmt: skip
+        assert joined.error is ErrorCode.none and joined.generation == 1
+        delay = broker.config.group_initial_rebalance_delay_ms / 1000
+        assert trio.current_time() - start >= delay - 0.001  # the delay was a timer
+        # The member's session timeout and the group's wait for SyncGroup: the broker's.
+        kinds = sorted(key[2] for key in broker.groups._timers)
+        assert kinds == ["session", "sync"] and len(broker.timers) == 2

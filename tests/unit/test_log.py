@@ -194,8 +194,8 @@ async def in_one_group(ops: list[Operation[Any]], writer: GroupCommitWriter) -> 
         writer.submit(op)
     out: list[Any] = []
     for op in ops:
-        await op.done.wait()
-        out.append(op.error if op.error is not None else op.result)
+        await op.wait_done()
+        out.append(op.error if op.error is not None else op.value)
     return out
 
 

@@ -123,15 +123,8 @@ def test_the_commit_thread_has_an_os_name() -> None:
 
     async def main() -> None:
         thread = CommitThread()
-        done = trio.Event()
-
-        def record(result: object) -> None:
-            seen.append(result.unwrap())  # type: ignore[attr-defined]
-            done.set()
-
-        thread.start(comm, record)
         with trio.fail_after(10):
-            await done.wait()
+            seen.append(await thread.start(comm).wait())
         thread.stop()
 
     trio.run(main)

@@ -38,12 +38,10 @@ def test_the_answer_waits_for_every_partition_and_carries_each_outcome() -> None
     got: list[Any] = []
     ready.on_ready(got.append)
 
-    ok.result = StagedAppend(10, 14, -1, False)
-    ok.finish()
-    failed.error = WriteFailed("disk")
-    failed.finish()
+    ok.set(StagedAppend(10, 14, -1, False))
+    failed.fail(WriteFailed("disk"))
     assert got == []  # one partition still open
-    empty.finish()  # finished without a result: an error for it, not a lost answer
+    empty.set(None)  # type: ignore[arg-type]  # no result: an error for it, not a lost answer
     assert len(got) == 1
     answer = got[0]
     assert isinstance(answer, ProduceAnswer)

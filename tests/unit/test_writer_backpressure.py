@@ -84,7 +84,7 @@ async def test_one_operation_larger_than_the_bound_is_taken() -> None:
         big = writer.submit(op(b"big", 100))
         with trio.fail_after(30):
             await writer.wait_for_room()  # returns once the big one committed
-        assert big.done.is_set()
+        assert big.done
         assert writer.queued_bytes == 0
         nursery.cancel_scope.cancel()
 
@@ -107,7 +107,7 @@ async def test_no_bound_by_default_and_refused_operations_free_their_bytes() -> 
         store.gate.set()
         await held.wait()
         with trio.fail_after(30):
-            await refused.done.wait()
+            await refused.wait_done()
         assert isinstance(refused.error, Refusal)
         assert writer.queued_bytes == 0
         nursery.cancel_scope.cancel()
@@ -144,10 +144,10 @@ async def test_cancelling_the_writer_waits_for_the_commit_in_the_thread() -> Non
         with trio.fail_after(10):
             await ended.wait()
     assert ended.is_set()
-    assert first.done.is_set() and first.error is None
+    assert first.done and first.error is None
     with store.inner.read() as txn:
         assert txn.get(b"a") == b"v"
-        assert not later.done.is_set() and txn.get(b"b") is None  # never started
+        assert not later.done and txn.get(b"b") is None  # never started
     assert not store.entered.is_set()
 
 
@@ -182,19 +182,19 @@ async def test_a_commit_thread_that_cannot_start_fails_its_group_only() -> None:
     real_start = writer._thread.start
     refusals = 0
 
-    def start_once_refused(fn: Any, done: Any) -> None:
+    def start_once_refused(fn: Any) -> Any:
         nonlocal refusals
         if refusals == 0:
             refusals += 1
             raise RuntimeError("can't start new thread")
-        real_start(fn, done)
+        return real_start(fn)
 
     writer._thread.start = start_once_refused  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         failed = writer.submit(op(b"a", 10))
         with trio.fail_after(10):
-            await failed.done.wait()
+            await failed.wait_done()
         assert isinstance(failed.error, WriteFailed)
         assert writer.queued_bytes == 0
         ok = writer.submit(op(b"b", 10))

@@ -47,7 +47,7 @@ async def _run_group(ops: list[Operation[None]]) -> None:
         await nursery.start(writer.run)
         with trio.fail_after(30):
             for op in ops:
-                await op.done.wait()
+                await op.wait_done()
         nursery.cancel_scope.cancel()
     with store.read() as txn:
         assert txn.get(b"before") == b"v"
