@@ -9,6 +9,7 @@ engine runs the handlers. Time-based cases run on trio's autojump clock.
 from __future__ import annotations
 
 import dataclasses
+import ssl
 import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from kvstream.broker import Broker
 from kvstream.protocol.server_connection import MAX_IN_FLIGHT
@@ -116,6 +118,32 @@ async def test_pipelined_requests_are_answered_in_order_whatever_finishes_first(
         await until(lambda: len(answers) == 4, "the answers")
         assert [c for c, _ in answers] == [1, 2, 3, 5]
         assert b"x" * 100_000 in answers[0][1]
+        await client.aclose()
+
+
+async def test_requests_over_tls_are_answered_in_order(broker: Broker) -> None:
+    """Over a ``trio.SSLStream`` (what a TLS listener will hand the connection): large answers
+    and pipelined small ones, in order, through the sender task."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("kvstream.test").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    plog = await topic(broker, "tls")
+    await append(broker, plog, b"y" * 300_000)
+
+    def pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+        client_raw, server_raw = trio.testing.memory_stream_pair()
+        client = trio.SSLStream(client_raw, client_context, server_hostname="kvstream.test")
+        return client, trio.SSLStream(server_raw, server_context, server_side=True)
+
+    async with trio.open_nursery() as nursery:
+        client, _ = start_connection(nursery, broker, pair)
+        poll = request_frame(fetch_request("tls", wait_ms=0, min_bytes=1), 2, "tls")
+        await client.send_all(api_versions(1) + poll + metadata(3) + api_versions(4))
+        answers = [await read_frame(client) for _ in range(4)]
+        assert [a[0] for a in answers if a is not None] == [1, 2, 3, 4]
+        assert answers[1] is not None and b"y" * 300_000 in answers[1][1]
         await client.aclose()
 
 
