@@ -14,13 +14,12 @@ and encodes their answers).
 
 In the style of h11's ``Connection``: the driver feeds what it received (`receive_data`, or
 `receive_buffer` and `received_into` to receive a large frame in place, or `feed` a whole
-chunk), asks `next_request` for the next event until it says `NEED_DATA` or
-`PARTIAL_FRAME`, hands each request's
-encoded answer to `answer` (or `close_at` when its handler failed), in any order, and sends what
-`data_to_send` returns, in order, whenever it can write; once `finished` it closes the
-transport. The driver that pulls from `data_to_send` only when its transport takes more keeps a
-slow reader's answers from piling up: unsent answers hold their slots, and a full set of slots
-stops reading (`PAUSED`), so the peer is held back by TCP.
+chunk), asks `next_request` for the next event until it says `NEED_DATA` or `PARTIAL_FRAME`,
+hands each request's encoded answer to `answer` (or `close_at` when its handler failed), in any
+order, and sends what `data_to_send` returns, in order, whenever it can write; once `finished`
+it closes the transport. A driver that pulls from `data_to_send` only when its transport takes
+more keeps a slow reader's answers from piling up: unsent answers hold their slots, and a full
+set of slots stops reading (`PAUSED`), so the peer is held back by TCP.
 """
 
 from __future__ import annotations
