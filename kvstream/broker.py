@@ -7,7 +7,10 @@ the store, release the lock), the start-up and shutdown log lines, the broker's 
 Fetch and groups), and the one place a config value is resolved: `effective_config` layers the
 dynamic broker configs (KIP-226, stored by the log manager) over the static `config` (topic
 override > dynamic per-broker > dynamic cluster default > server.properties > default), and
-`topic_config` answers every topic lookup (Produce, retention, the cleaner) from it.
+`topic_config` answers every topic lookup (Produce, retention, the cleaner) from it. It is
+what handlers and the server are given, through the protocols they declare
+(`handlers.services.Services`, `server.services.ServerServices`; mypy checks that it provides
+both, `_declared_seams`): neither layer imports this module.
 MUST NOT KNOW: how any single API is encoded (handlers), storage key layout (log).
 """
 
@@ -30,12 +33,13 @@ from kvstream.config import BrokerConfig, ConfigError, Listener, topic_config_de
 from kvstream.group.classic import GroupConfig
 from kvstream.group.coordinator import GroupCoordinator
 from kvstream.group.kip848 import ConsumerGroupConfig
-from kvstream.handlers import registry
+from kvstream.handlers.services import Services
 from kvstream.log.manager import LogManager, TopicExists
 from kvstream.log.metadata import TopicImage
 from kvstream.log.writer import GroupCommitWriter
 from kvstream.protocol import records
 from kvstream.server.listener import BoundListener, bind_listeners
+from kvstream.server.services import Dispatch, ServerServices
 from kvstream.storage.base import KVStore
 from kvstream.storage.lock import DataDirLock, lock_data_dir
 from kvstream.storage.open import check_engine, open_store
@@ -65,7 +69,7 @@ class Broker:
         )
         self.timers = Timers()  # Fetch long polls' max_wait_ms, group timeouts
         self.node_id = config.node_id
-        self.served = registry.served_versions()
+        self.dispatch = Dispatch.from_registry(self)  # every handler, with this broker
         self.advertised: Listener = config.advertised_listeners[0]
         self.effective_config = config
         self.topic_defaults: dict[str, str] = {}
@@ -100,6 +104,14 @@ class Broker:
     @property
     def cluster_id(self) -> str:
         return self.logs.cluster_id
+
+    @property
+    def request_max_bytes(self) -> int:
+        return self.config.socket_request_max_bytes
+
+    @property
+    def frame_timeout_s(self) -> float:
+        return self.config.socket_frame_timeout_ms / 1000
 
     def close(self) -> None:
         """Close the store, then give up the data directory's lock."""
@@ -338,3 +350,10 @@ async def run_broker(config: BrokerConfig) -> None:
                 item.close()
             broker.close()
         log.info("kvstream stopped on %s (pid %d): store closed", stopped_by, os.getpid())
+
+
+def _declared_seams(broker: Broker) -> tuple[Services, ServerServices]:
+    """Never called: mypy checks here that the broker provides what handlers
+    (`kvstream.handlers.services.Services`) and the server
+    (`kvstream.server.services.ServerServices`) are promised."""
+    return broker, broker

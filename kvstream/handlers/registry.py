@@ -30,7 +30,7 @@ from kvstream.completion import Completion
 from kvstream.protocol.codec import RequestHeader, build, model_version
 
 if TYPE_CHECKING:
-    from kvstream.broker import Broker
+    from kvstream.handlers.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,14 @@ def _response_module(api_key: int, version: int) -> ModuleType:
 
 @dataclass(slots=True)
 class RequestContext:
-    broker: Broker
+    """What a handler gets beside its request."""
+
+    broker: Services
+    """The broker's services a handler may use (`kvstream.handlers.services`), never the
+    concrete broker."""
     header: RequestHeader
     client_host: str
+    """The peer's address, ``host:port``."""
 
     @property
     def version(self) -> int:

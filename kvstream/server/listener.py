@@ -6,7 +6,8 @@ listening and accepting, and socket options. Binding and serving are two steps
 (``bind_listeners``, then ``serve_listeners``): the broker binds first, so a port in use stops
 start-up before anything touches the data directory, and listens only once the store is open,
 so nobody connects to a broker that is not ready.
-MUST NOT KNOW: the Kafka protocol beyond handing the stream to `Connection`.
+MUST NOT KNOW: the Kafka protocol beyond handing the stream to `Connection`, the concrete
+broker (`ServerServices`).
 """
 
 from __future__ import annotations
@@ -17,15 +18,12 @@ import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import trio
 
 from kvstream.config import Listener
 from kvstream.server.connection import Connection
-
-if TYPE_CHECKING:
-    from kvstream.broker import Broker
+from kvstream.server.services import ServerServices
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +119,7 @@ async def bind_listeners(listeners: Sequence[Listener]) -> list[BoundListener]:
     return bound
 
 
-async def _handle(broker: Broker, stream: trio.SocketStream) -> None:
+async def _handle(services: ServerServices, stream: trio.SocketStream) -> None:
     try:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         host, port = stream.socket.getpeername()[:2]
@@ -130,14 +128,14 @@ async def _handle(broker: Broker, stream: trio.SocketStream) -> None:
         await stream.aclose()
         return
     try:
-        await Connection(broker, stream, peer).run()
+        await Connection(services, stream, peer).run()
     except Exception:
         # One connection's failure never takes the broker down.
         log.exception("connection %s failed", peer)
 
 
 async def serve_listeners(
-    broker: Broker,
+    services: ServerServices,
     bound: Sequence[BoundListener],
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -159,7 +157,7 @@ async def serve_listeners(
     addresses = [addr for item in bound for addr in item.addresses()]
 
     async def handler(stream: trio.SocketStream) -> None:
-        await _handle(broker, stream)
+        await _handle(services, stream)
 
     try:
         async with trio.open_nursery() as nursery:

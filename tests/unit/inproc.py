@@ -93,11 +93,11 @@ def produce_request(topic: str, value: bytes) -> Any:
     )
 
 
-async def send(stream: trio.SocketStream, request: Any, correlation: int = 1) -> None:
+async def send(stream: trio.abc.Stream, request: Any, correlation: int = 1) -> None:
     await stream.send_all(request_frame(request, correlation, "inproc-test"))
 
 
-async def _receive_exactly(stream: trio.SocketStream, n: int) -> bytes:
+async def _receive_exactly(stream: trio.abc.Stream, n: int) -> bytes:
     buf = bytearray()
     for _ in range(n + 1):  # each receive returns at least one byte or ends the stream
         if len(buf) == n:
@@ -109,7 +109,7 @@ async def _receive_exactly(stream: trio.SocketStream, n: int) -> bytes:
     raise AssertionError("unreachable")
 
 
-async def read_response(stream: trio.SocketStream, api_key: int, version: int) -> Any:
+async def read_response(stream: trio.abc.Stream, api_key: int, version: int) -> Any:
     (size,) = struct.unpack(">i", await _receive_exactly(stream, 4))
     frame = memoryview(await _receive_exactly(stream, size)).toreadonly()
     cls = load_response_schema(api_key, version)
@@ -118,7 +118,7 @@ async def read_response(stream: trio.SocketStream, api_key: int, version: int) -
     return body
 
 
-async def read_fetch(stream: trio.SocketStream) -> Any:
+async def read_fetch(stream: trio.abc.Stream) -> Any:
     return await read_response(stream, 1, FETCH_VERSION)
 
 

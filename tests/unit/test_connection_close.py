@@ -2,56 +2,77 @@
 
 Produce answers are written by the writer's completion callbacks (registry.Ready), which can run
 after the connection has ended; by then the socket's descriptor may belong to another peer, so
-a late answer must be dropped, not written.
+a late answer must be dropped, not written. The handler here is the test's own: it returns a
+`Ready` that the test completes after the connection ended.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from types import SimpleNamespace
+from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 
-from kvstream.server.connection import Connection, Slot
-
-
-class _Writer:
-    def has_room(self) -> bool:
-        return True
-
-    async def wait_for_room(self) -> None:
-        return None
+from kvstream.handlers.registry import HandlerSpec, Ready, RequestContext
+from kvstream.protocol.codec import ChunkWriter, OwnResponse
+from kvstream.server.connection import Connection
+from kvstream.server.services import Dispatch
+from tests.unit.server_fakes import FakeServer, HeldWriter, api_versions, fake_server
 
 
-def _stub_broker() -> Any:
-    config = SimpleNamespace(socket_request_max_bytes=1 << 20, socket_frame_timeout_ms=5_000)
-    return SimpleNamespace(config=config, served={}, writer=_Writer())
+class _Raw(OwnResponse):
+    __slots__ = ()
+
+    def write_body(self, version: int, out: ChunkWriter) -> None:
+        out.write(b"late answer")
 
 
-async def test_an_answer_completed_after_the_connection_ended_is_not_written() -> None:
+def _holding(server: FakeServer, held: list[Ready]) -> FakeServer:
+    """``server`` with ApiVersions answered by a `Ready` the test keeps in ``held``."""
+
+    def hold(ctx: RequestContext, request: Any) -> Ready:
+        ready = Ready()
+        held.append(ready)
+        return ready
+
+    dispatch = server.dispatch
+    handlers = {**dispatch.handlers, 18: HandlerSpec(18, 0, 4, hold, "hold")}
+    return FakeServer(
+        server.request_max_bytes,
+        server.frame_timeout_s,
+        HeldWriter(),
+        Dispatch(handlers, dispatch.served, dispatch.advertised, dispatch.services),
+    )
+
+
+async def test_an_answer_completed_after_the_connection_ended_is_not_written(
+    tmp_path: Path,
+) -> None:
+    held: list[Ready] = []
+    server = _holding(fake_server(tmp_path), held)
     ours, peer = trio.socket.socketpair()
-    conn = Connection(_stub_broker(), trio.SocketStream(ours), "test-peer")
-    pending = Slot()
-    conn._slots.append(pending)  # a request whose answer is still being committed
-    peer.close()  # the client goes away: the reader sees EOF
+    fd = ours.fileno()
+    conn = Connection(server, trio.SocketStream(ours), "test-peer")
     with trio.fail_after(5):
-        # The connection waits for the in-flight answer; end it the way a broken send would.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.run)
-            await trio.sleep(0.05)
-            assert conn._cancel is not None
-            conn._cancel.cancel()
+            await peer.send(api_versions(1))  # its answer will still be on its way
+            peer.close()  # then the client goes away: the reader sees the end of the stream
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(held) == 1 and not conn.protocol.reading
+            # The connection waits for the answer in flight: end it the way a broken send would.
+            nursery.cancel_scope.cancel()
     # A new socket may now reuse the closed descriptor number.
     a, b = socket.socketpair()
-    duplicated = a.fileno() != conn._fd
+    duplicated = a.fileno() != fd
     try:
         if duplicated:
-            os.dup2(a.fileno(), conn._fd)  # make the reuse certain
+            os.dup2(a.fileno(), fd)  # make the reuse certain
         b.setblocking(False)
-        pending.chunks = [b"late answer"]
-        conn._complete(pending)  # the commit's callback arrives now
+        held[0].set(_Raw())  # the commit's callback arrives now
         try:
             leaked = b.recv(100)
         except BlockingIOError:
@@ -61,4 +82,4 @@ async def test_an_answer_completed_after_the_connection_ended_is_not_written() -
         a.close()
         b.close()
         if duplicated:
-            os.close(conn._fd)
+            os.close(fd)

@@ -7,23 +7,26 @@ error code and the answer still goes out once every partition finished.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import uuid
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from kvstream.handlers.produce import _respond
-from kvstream.log.partition import StagedAppend
+from kvstream.log.partition import PartitionLog, StagedAppend
 from kvstream.log.writer import Operation, WriteFailed
 from kvstream.protocol.produce_response import ProduceAnswer
+from kvstream.storage.open import open_store
 
 
 def _op() -> Operation[StagedAppend]:
     return Operation(stage=lambda staged: None, publish=lambda value: value)
 
 
-def _log(log_start_offset: int) -> Any:
-    return SimpleNamespace(log_start_offset=log_start_offset)
+def _log(log_start_offset: int) -> PartitionLog:
+    plog = PartitionLog(open_store(None, "memory"), uuid.uuid4(), 0)
+    plog.log_start_offset = log_start_offset
+    return plog
 
 
 def test_the_answer_waits_for_every_partition_and_carries_each_outcome() -> None:

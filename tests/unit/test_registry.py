@@ -41,7 +41,7 @@ def _handler_modules() -> set[str]:
     return {
         f"kvstream.handlers.{info.name}"
         for info in pkgutil.iter_modules(package.__path__)
-        if info.name != "registry" and not info.name.startswith("_")
+        if info.name not in ("registry", "services") and not info.name.startswith("_")
     }
 
 

@@ -20,7 +20,7 @@ import trio
 from kvstream.handlers.fetch import _LongPoll
 from kvstream.handlers.registry import Ready
 from kvstream.log.writer import Operation
-from kvstream.server.connection import Slot
+from kvstream.protocol.server_connection import Slot
 from tests.unit.inproc import (
     PRODUCE_VERSION,
     connect,
