@@ -53,7 +53,7 @@ class RecordingStore:
                     written.append(key)
                     txn.put(key, value)
 
-            return fn(Spy())  # type: ignore[arg-type]
+            return fn(Spy())
 
         result = self.inner.transact(spy)
         with self.lock:  # only now, after the commit returned
@@ -69,8 +69,8 @@ class RecordingStore:
 
 async def test_no_append_is_released_before_its_commit() -> None:
     store = RecordingStore(open_store(None, "memory"))
-    logs = LogManager.open(store)  # type: ignore[arg-type]
-    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+    logs = LogManager.open(store)
+    writer = GroupCommitWriter(store)
     violations: list[str] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)

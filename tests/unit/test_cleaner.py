@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from kvstream.cleaner import task as cleaner_mod
-from kvstream.cleaner.passes import CleanSlice, begin_pass, clean_slice, map_slice
+from kvstream.cleaner.passes import CleanSlice, PassResult, begin_pass, clean_slice, map_slice
 from kvstream.cleaner.policy import CompactionConfig
 from kvstream.cleaner.task import CleanerWorker, LogCleaner, WorkerError
 from kvstream.cleaner.worker import (
@@ -614,7 +614,9 @@ async def test_run_reads_the_backoff_before_every_round(
     cleaner = LogCleaner(logs, writer, _configs)
     rounds: list[float] = []
 
-    async def counting_round(*_args: object, **_kwargs: object) -> dict[object, object]:
+    async def counting_round(
+        now_ms: int | None = None, *, force: bool = False
+    ) -> dict[tuple[str, int], PassResult]:
         rounds.append(trio.current_time())
         return {}
 

@@ -289,9 +289,9 @@ class Harness:
             assert pass_now >= self.horizon_of[offset], "tombstone removed before its horizon"
         stored_by_base = {h.base_offset: h for h, _, _ in self.stored()}
         for pid, (base, lod, seq, epoch) in self.producer_last.items():
-            h = stored_by_base.get(base)
-            assert h is not None, f"last batch of producer {pid} removed"
-            assert (h.producer_id, h.producer_epoch, h.base_sequence, h.last_offset_delta) == (
+            b = stored_by_base.get(base)
+            assert b is not None, f"last batch of producer {pid} removed"
+            assert (b.producer_id, b.producer_epoch, b.base_sequence, b.last_offset_delta) == (
                 pid,
                 epoch,
                 seq,

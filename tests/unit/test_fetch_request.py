@@ -27,7 +27,7 @@ VERSIONS = range(FIRST_VERSION, LAST_VERSION + 1)
 
 i32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
 ids = st.uuids()
 partitions = st.lists(st.tuples(i32, i32, i64, i32, i64, i32, st.none() | ids), max_size=4)
 topics = st.lists(st.tuples(names, ids, partitions), max_size=4)

@@ -132,9 +132,12 @@ def test_the_commit_thread_has_an_os_name() -> None:
     assert seen[0][0] != threading.get_native_id()
     # Names longer than the kernel keeps are cut, not refused.
     result: list[str] = []
-    worker = threading.Thread(
-        target=lambda: (name_this_thread("a-name-longer-than-15"), result.append(comm()[1]))
-    )
+
+    def name_and_read() -> None:
+        name_this_thread("a-name-longer-than-15")
+        result.append(comm()[1])
+
+    worker = threading.Thread(target=name_and_read)
     worker.start()
     worker.join(10)
     assert result == ["a-name-longer-t"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kvstream.handlers.produce import _respond
+from kvstream.handlers.produce import _respond, _Result
 from kvstream.log.partition import PartitionLog, StagedAppend
 from kvstream.log.writer import Operation, WriteFailed
 from kvstream.protocol.produce_response import ProduceAnswer
@@ -31,7 +31,7 @@ def _log(log_start_offset: int) -> PartitionLog:
 
 def test_the_answer_waits_for_every_partition_and_carries_each_outcome() -> None:
     ok, failed, empty = _op(), _op(), _op()
-    results = [
+    results: list[_Result] = [
         ("t", 0, ok, ErrorCode.none, None, _log(3)),
         ("t", 1, failed, ErrorCode.none, None, _log(3)),
         ("u", 0, empty, ErrorCode.none, None, _log(0)),

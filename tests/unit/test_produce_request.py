@@ -24,7 +24,7 @@ from tests.unit.test_codec import SERVED, _encode_request, produce_as_kio
 
 VERSIONS = range(FIRST_VERSION, LAST_VERSION + 1)
 
-names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
 partitions = st.lists(
     st.tuples(
         st.integers(min_value=-(2**31), max_value=2**31 - 1),

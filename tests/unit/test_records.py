@@ -472,7 +472,11 @@ def test_bounded_retries_when_size_hint_is_too_small(codec: Compression, into: A
     data = _blob(300_000, 3)
     compressed = rec.compress(codec, data)
     for hint in (None, rec._SizeHint(0, False), rec._SizeHint(1000, True)):
-        out = rec._bounded(into, memoryview(compressed), LIMIT, lambda _d, _l, h=hint: h)
+
+        def fixed(_d: memoryview, _l: int, h: rec._SizeHint | None = hint) -> rec._SizeHint | None:
+            return h
+
+        out = rec._bounded(into, memoryview(compressed), LIMIT, fixed)
         assert out == data
     with pytest.raises(InvalidRecordBatch):
         rec._bounded(into, memoryview(compressed), len(data) - 1, lambda _d, _l: None)
@@ -796,6 +800,7 @@ def kafka_python(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setattr(default_records, "lz4_encode", lz4_frame)
     monkeypatch.setattr(default_records, "lz4_decode", lambda b: bytes(cramjam.lz4.decompress(b)))
     monkeypatch.setattr(default_records, "zstd_decode", lambda b: bytes(cramjam.zstd.decompress(b)))
+    assert isinstance(default_records, ModuleType)  # kafka-python ships no types: Any to mypy
     return default_records
 
 

@@ -18,6 +18,7 @@ from kvstream.log.manager import LogManager, Refused
 from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import IndexEntry, PartitionLog
 from kvstream.log.retention import RetentionPolicy, deletes, retention_cut
+from kvstream.log.writer import Operation
 from kvstream.storage.base import KVStore
 from tests.unit.test_log import (
     Stores,
@@ -314,7 +315,7 @@ async def test_delete_records_mid_batch_keeps_that_batch(store: KVStore) -> None
 async def test_retention_and_append_in_one_group(store: KVStore) -> None:
     async with running(store) as (logs, writer):
         log = await _filled(logs, writer, "g", [1, 2])
-        ops = [
+        ops: list[Operation[Any]] = [
             logs.append_op(log, [batch(1, base_timestamp=5)]),
             logs.retention_op(_config({"retention.ms": "10"}), now_ms=100),
             logs.append_op(log, [batch(1, base_timestamp=6)]),

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,16 @@ def child_factory() -> Iterator[Any]:
         child.close()
 
 
+def put_each(pairs: list[tuple[bytes, bytes]]) -> Callable[[WriteTxn], None]:
+    """A transact() function that puts every pair (re-runnable, as transact requires)."""
+
+    def fn(txn: WriteTxn) -> None:
+        for key, value in pairs:
+            txn.put(key, value)
+
+    return fn
+
+
 def everything(store: KVStore) -> list[tuple[bytes, bytes]]:
     with store.read() as txn:
         return list(txn.scan(b""))
@@ -120,7 +130,7 @@ def everything(store: KVStore) -> list[tuple[bytes, bytes]]:
 def test_survives_close_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "data"
     store = open_store(path, "leveldb")
-    store.transact(lambda txn: [txn.put(b"k%03d" % i, b"v%d" % i) for i in range(100)])
+    store.transact(put_each([(b"k%03d" % i, b"v%d" % i) for i in range(100)]))
     store.transact(lambda txn: txn.delete_range(b"k010", b"k020"))
     store.close()
     store.close()  # idempotent
@@ -190,7 +200,7 @@ def test_one_write_batch_per_transact_with_the_sync_setting(tmp_path: Path, sync
     recorder = _RecordingDB(store._db)
     store._db = recorder
     try:
-        store.transact(lambda txn: [txn.put(b"old%d" % i, b"x") for i in range(3)])
+        store.transact(put_each([(b"old%d" % i, b"x") for i in range(3)]))
 
         def fn(txn: WriteTxn) -> int:
             for i in range(50):
@@ -202,7 +212,12 @@ def test_one_write_batch_per_transact_with_the_sync_setting(tmp_path: Path, sync
         assert store.transact(fn) == 2
         store.transact(lambda txn: txn.get(b"new000"))  # reads only: no batch at all
         with pytest.raises(ZeroDivisionError):
-            store.transact(lambda txn: (txn.put(b"lost", b"x"), 1 // 0))  # raised: no batch
+
+            def put_then_raise(txn: WriteTxn) -> None:
+                txn.put(b"lost", b"x")
+                raise ZeroDivisionError
+
+            store.transact(put_then_raise)  # raised: no batch
         assert [b["writes"] for b in recorder.batches] == [1, 1]
         assert all(b["kwargs"] == {"sync": sync} for b in recorder.batches)
         ops = recorder.batches[1]["ops"]
@@ -220,7 +235,7 @@ def test_one_write_batch_per_transact_with_the_sync_setting(tmp_path: Path, sync
 def test_overlay_scan_merges_pending_writes_in_order(tmp_path: Path) -> None:
     store = open_store(tmp_path / "data", "leveldb", sync=False)
     try:
-        store.transact(lambda txn: [txn.put(b"k%02d" % i, b"db") for i in range(0, 20, 2)])
+        store.transact(put_each([(b"k%02d" % i, b"db") for i in range(0, 20, 2)]))
 
         def fn(txn: WriteTxn) -> tuple[object, ...]:
             txn.put(b"k05", b"new")
@@ -243,7 +258,7 @@ def test_overlay_scan_merges_pending_writes_in_order(tmp_path: Path) -> None:
 def test_overlay_scan_while_writing_ahead_and_behind(tmp_path: Path) -> None:
     store = open_store(tmp_path / "data", "leveldb", sync=False)
     try:
-        store.transact(lambda txn: [txn.put(b"k%02d" % i, b"db") for i in range(0, 10, 2)])
+        store.transact(put_each([(b"k%02d" % i, b"db") for i in range(0, 10, 2)]))
 
         def forward(txn: WriteTxn) -> list[bytes]:
             seen = []
@@ -351,7 +366,7 @@ def test_closed_store_under_an_open_snapshot(
 ) -> None:
     monkeypatch.setattr(leveldb_store, "CLOSE_WAIT_SECONDS", 0.2)
     store = open_store(tmp_path / "data", "leveldb")
-    store.transact(lambda txn: [txn.put(b"k%d" % i, b"v") for i in range(10)])
+    store.transact(put_each([(b"k%d" % i, b"v") for i in range(10)]))
     with store.read() as txn:
         it = txn.scan(b"")
         next(it)

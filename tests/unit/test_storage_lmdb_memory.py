@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kvstream.storage.base import WriteTxn
 from kvstream.storage.lmdb_store import RELEASE_AFTER_READ
 from kvstream.storage.open import open_store
 
@@ -26,7 +27,11 @@ def test_mapped_pages_are_released_after_reads(tmp_path: Path) -> None:
         value = os.urandom(1 << 20)
         total = 3 * RELEASE_AFTER_READ // (1 << 20)  # read three release periods' worth
         for i in range(total):
-            store.transact(lambda txn, i=i: txn.put(b"k%06d" % i, value))
+
+            def put(txn: WriteTxn, key: bytes = b"k%06d" % i) -> None:
+                txn.put(key, value)
+
+            store.transact(put)
         before = _rss_file_kib()
         for i in range(total):
             with store.read() as txn:

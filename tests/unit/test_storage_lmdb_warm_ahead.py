@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import mmap
 import os
 from pathlib import Path
 
 import pytest
 
+from kvstream.storage.base import WriteTxn
 from kvstream.storage.lmdb_store import LmdbStore, _WarmAhead
 
 MiB = 1 << 20
@@ -63,9 +65,18 @@ def _resident(path: Path, start: int, end: int) -> float:
     return sum(v & 1 for v in vec) / len(vec)
 
 
+def _put(txn: WriteTxn, key: bytes, value: bytes) -> None:
+    txn.put(key, value)
+
+
 def _put_mib(store: LmdbStore, prefix: bytes, count: int) -> None:
     value = os.urandom(MiB)
-    store.transact(lambda txn: [txn.put(prefix + b"%05d" % i, value) for i in range(count)])
+
+    def fn(txn: WriteTxn) -> None:
+        for i in range(count):
+            txn.put(prefix + b"%05d" % i, value)
+
+    store.transact(fn)
 
 
 def test_growth_prepares_twice_the_growth_in_the_page_cache(tmp_path: Path) -> None:
@@ -113,7 +124,7 @@ def test_data_survives_reopen_with_a_prepared_tail(tmp_path: Path) -> None:
     values = {b"k%03d" % i: os.urandom(100_000 + i) for i in range(40)}
     try:
         for key, value in values.items():
-            store.transact(lambda txn, k=key, v=value: txn.put(k, v))
+            store.transact(functools.partial(_put, key=key, value=value))
         _warm(store)
         assert _file_size(tmp_path) > _used_end(store)  # a zeroed stretch past the data
     finally:

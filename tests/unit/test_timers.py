@@ -6,6 +6,7 @@ never below the deadline. Mock clock only (autojump), no real sleeps."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -35,7 +36,11 @@ async def test_callbacks_run_at_their_deadlines_in_order(
         await nursery.start(t.run)
         start = trio.current_time()
         for name, after in [("c", 3.0), ("a", 1.0), ("b", 2.0), ("a2", 1.0)]:
-            t.call_at(start + after, lambda n=name: fired.append((n, trio.current_time() - start)))
+
+            def fire(n: str = name) -> None:
+                fired.append((n, trio.current_time() - start))
+
+            t.call_at(start + after, fire)
         await trio.sleep(10)
         nursery.cancel_scope.cancel()
     assert [name for name, _ in fired] == ["a", "a2", "b", "c"]  # ties in the order added
@@ -50,7 +55,7 @@ async def test_many_ties_run_in_the_order_added(
     fired: list[int] = []
     when = trio.current_time() + 5
     for i in range(200):
-        timers.call_at(when, lambda i=i: fired.append(i))
+        timers.call_at(when, functools.partial(fired.append, i))
     await trio.sleep(6)
     assert fired == list(range(200))
 
@@ -107,7 +112,12 @@ async def test_a_callback_may_cancel_a_timer_due_at_the_same_instant(
 ) -> None:
     fired: list[str] = []
     when = trio.current_time() + 1
-    timers.call_at(when, lambda: (fired.append("first"), second.cancel()))
+
+    def first() -> None:
+        fired.append("first")
+        second.cancel()
+
+    timers.call_at(when, first)
     second = timers.call_at(when, lambda: fired.append("second"))
     await trio.sleep(2)
     assert fired == ["first"]
@@ -145,7 +155,7 @@ async def test_cancelled_entries_do_not_pile_up(
     now = trio.current_time()
     live = t.call_at(now + 1000, lambda: fired.append(-1))
     for i in range(100):
-        t.call_at(now + 500 + i, lambda i=i: fired.append(i)).cancel()
+        t.call_at(now + 500 + i, functools.partial(fired.append, i)).cancel()
         assert len(t._heap) <= 2 * 8 + 2
     assert len(t) == 1
     async with trio.open_nursery() as nursery:
@@ -164,7 +174,7 @@ async def test_order_survives_a_rebuild(
     fired: list[int] = []
     base = trio.current_time() + 10
     for i in range(60):
-        timer = timers.call_at(base + (i % 3), lambda i=i: fired.append(i))
+        timer = timers.call_at(base + (i % 3), functools.partial(fired.append, i))
         if i % 4:
             timer.cancel()  # three of four cancelled: several rebuilds on the way
     assert len(timers._heap) < 60
@@ -258,7 +268,11 @@ async def test_keyed_cancel_where_drops_a_whole_group(
     base = now_ms()
     for group in ("g", "h"):
         for kind in ("session", "join"):
-            keyed.set((group, kind), base + 1000, lambda _, k=(group, kind): fired.append(k))
+
+            def fire(_now: int, k: tuple[str, str] = (group, kind)) -> None:
+                fired.append(k)
+
+            keyed.set((group, kind), base + 1000, fire)
     assert keyed.cancel_where(lambda key: key[0] == "g") == 2
     assert sorted(keyed) == [("h", "join"), ("h", "session")]
     await trio.sleep(2)

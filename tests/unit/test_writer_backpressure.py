@@ -45,7 +45,7 @@ def op(key: bytes, size: int) -> Operation[None]:
 
 async def test_reads_wait_while_too_much_is_queued_and_resume_after_the_commit() -> None:
     store = GatedStore()
-    writer = GroupCommitWriter(store, max_queued_bytes=15)  # type: ignore[arg-type]
+    writer = GroupCommitWriter(store, max_queued_bytes=15)
     resumed: list[int] = []
     went_on = trio.Event()
 
@@ -77,7 +77,7 @@ async def test_reads_wait_while_too_much_is_queued_and_resume_after_the_commit()
 async def test_one_operation_larger_than_the_bound_is_taken() -> None:
     store = GatedStore()
     store.gate.set()
-    writer = GroupCommitWriter(store, max_queued_bytes=5)  # type: ignore[arg-type]
+    writer = GroupCommitWriter(store, max_queued_bytes=5)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         await writer.wait_for_room()
@@ -91,7 +91,7 @@ async def test_one_operation_larger_than_the_bound_is_taken() -> None:
 
 async def test_no_bound_by_default_and_refused_operations_free_their_bytes() -> None:
     store = GatedStore()
-    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+    writer = GroupCommitWriter(store)
     assert writer.max_queued_bytes == -1
 
     def refuse(_staged: StagedWrites) -> None:
@@ -117,7 +117,7 @@ async def test_cancelling_the_writer_waits_for_the_commit_in_the_thread() -> Non
     """The broker closes the store after the writer's task ended: a group that is in the
     commit thread must have finished by then, and nothing after it may start."""
     store = GatedStore()
-    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+    writer = GroupCommitWriter(store)
     ended = trio.Event()
 
     async def run_writer(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -155,7 +155,7 @@ async def test_a_failing_completion_stops_the_writer() -> None:
     """A bug in publishing must not leave the writer silently idle: its task raises."""
     store = GatedStore()
     store.gate.set()
-    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+    writer = GroupCommitWriter(store)
 
     def publish(_: Any) -> None:
         raise KeyboardInterrupt  # not an Exception: publish's own guard lets it through
@@ -178,7 +178,7 @@ async def test_a_commit_thread_that_cannot_start_fails_its_group_only() -> None:
     after a failed commit, their bytes are released, and the next group commits."""
     store = GatedStore()
     store.gate.set()
-    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+    writer = GroupCommitWriter(store)
     real_start = writer._thread.start
     refusals = 0
 
