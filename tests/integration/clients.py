@@ -25,7 +25,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import confluent_kafka
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -39,7 +39,7 @@ with warnings.catch_warnings():
     import aiokafka.codec
     import aiokafka.errors
     import aiokafka.structs
-    import kafka
+    import kafka as kafka  # re-exported, hushed, for the test modules
     import kafka.codec
     import kafka.errors
 
@@ -425,7 +425,9 @@ class Confluent(Client):
                 if err is not None:
                     errors.append(err)
                 else:
-                    results[index] = (m.partition(), m.offset())
+                    partition, offset = m.partition(), m.offset()
+                    assert partition is not None and offset is not None, "delivered: both known"
+                    results[index] = (partition, offset)
 
             return cb
 
@@ -491,12 +493,19 @@ class Confluent(Client):
                     err = m.error()
                     if err is not None:
                         if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
-                            at_eof.add(m.partition())
+                            eof_partition = m.partition()
+                            assert eof_partition is not None, "an EOF event names its partition"
+                            at_eof.add(eof_partition)
                             continue
                         raise AssertionError(f"confluent consumer error: {err}")
-                    at_eof.discard(m.partition())
-                    msg = Msg(m.key(), m.value(), normalize_headers(m.headers()))
-                    records.append(Received(m.partition(), m.offset(), msg))
+                    partition, offset = m.partition(), m.offset()
+                    assert partition is not None and offset is not None, "a record has both"
+                    at_eof.discard(partition)
+                    # A consumed record's headers are (str, bytes | None) pairs; confluent-kafka
+                    # types them as the produce-side union (dict or list, str values too).
+                    headers = cast("list[tuple[str, bytes | None]] | None", m.headers())
+                    msg = Msg(m.key(), m.value(), normalize_headers(headers))
+                    records.append(Received(partition, offset, msg))
             hw = {}
             for p in range(partitions):
                 _low, high = consumer.get_watermark_offsets(

@@ -60,7 +60,9 @@ def produce(bootstrap: str, value: bytes) -> int:
         if err is not None:
             failed.append(err)
         else:
-            acked.append(msg.offset())
+            offset = msg.offset()
+            assert offset is not None, "a delivered record has an offset"
+            acked.append(offset)
 
     producer.produce(TOPIC, value=value, on_delivery=report)
     assert producer.flush(DEADLINE_S) == 0, "the record was not delivered in time"
@@ -87,7 +89,9 @@ def consume_all(bootstrap: str, expected: int) -> list[tuple[int, bytes | None]]
         while len(got) < expected and time.monotonic() < deadline:
             for m in consumer.consume(num_messages=100, timeout=0.5):
                 assert m.error() is None, m.error()
-                got.append((m.offset(), m.value()))
+                offset = m.offset()
+                assert offset is not None, "a consumed record has an offset"
+                got.append((offset, m.value()))
     finally:
         consumer.close()
     return got

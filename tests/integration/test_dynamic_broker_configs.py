@@ -84,7 +84,10 @@ def _incremental(
     b: BrokerProcess, name: str, *entries: ConfigEntry, validate: bool = False
 ) -> None:
     if name == "":  # confluent-kafka refuses an empty resource name
-        ops = [(e.name, int(e.incremental_operation.value), e.value) for e in entries]
+        ops: list[tuple[str, int, str | None]] = []
+        for e in entries:
+            assert e.incremental_operation is not None, "every entry here names its operation"
+            ops.append((e.name, int(e.incremental_operation.value), e.value))
         assert _wire_incremental(b, "", ops, validate)[0] == 0
         return
     res = ConfigResource(ResourceType.BROKER, name, incremental_configs=list(entries))
@@ -116,6 +119,12 @@ def _describe(b: BrokerProcess, rtype: ResourceType, name: str) -> dict[str, Con
     admin = _admin(b)
     futures = admin.describe_configs([res], request_timeout=DEADLINE_S)
     return dict(futures[res].result(timeout=DEADLINE_S))
+
+
+def _source(entry: ConfigEntry) -> ConfigSource:
+    """The entry's source as the enum: describe_configs hands back an int there, though
+    confluent-kafka annotates ConfigEntry.source as ConfigSource."""
+    return ConfigSource(entry.source)
 
 
 def _set(name: str, value: str) -> ConfigEntry:
@@ -169,7 +178,7 @@ def test_dynamic_retention_ms_removes_old_data_of_topics_without_override(
     assert _earliest(fast_broker, plain) == 5
     assert _earliest(fast_broker, kept) == 0  # the topic override wins over the dynamic default
     entry = _describe(fast_broker, ResourceType.TOPIC, plain)["retention.ms"]
-    assert (entry.value, entry.source) == ("1000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+    assert (entry.value, _source(entry)) == ("1000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG)
 
 
 def test_sources_synonyms_delete_and_restart(broker: BrokerProcess) -> None:
@@ -179,8 +188,8 @@ def test_sources_synonyms_delete_and_restart(broker: BrokerProcess) -> None:
     _incremental(broker, NODE, _set("message.max.bytes", "700000"))
     node = _describe(broker, ResourceType.BROKER, NODE)
     mmb = node["message.max.bytes"]
-    assert (mmb.value, mmb.source, mmb.is_read_only) == (
-        "700000", ConfigSource.DYNAMIC_BROKER_CONFIG.value, False,
+    assert (mmb.value, _source(mmb), mmb.is_read_only) == (
+        "700000", ConfigSource.DYNAMIC_BROKER_CONFIG, False,
     )  # fmt: skip
     assert node["log.dirs"].is_read_only
     assert _describe_default(broker) == {
@@ -189,16 +198,16 @@ def test_sources_synonyms_delete_and_restart(broker: BrokerProcess) -> None:
     }
     topic = _topic(broker, "dyn-src")
     tconf = _describe(broker, ResourceType.TOPIC, topic)
-    assert (tconf["max.message.bytes"].value, tconf["max.message.bytes"].source) == (
-        "700000", ConfigSource.DYNAMIC_BROKER_CONFIG.value,
+    assert (tconf["max.message.bytes"].value, _source(tconf["max.message.bytes"])) == (
+        "700000", ConfigSource.DYNAMIC_BROKER_CONFIG,
     )  # fmt: skip
-    assert (tconf["cleanup.policy"].value, tconf["cleanup.policy"].source) == (
-        "compact", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value,
+    assert (tconf["cleanup.policy"].value, _source(tconf["cleanup.policy"])) == (
+        "compact", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG,
     )  # fmt: skip
     # DELETE on the node: the cluster default shows through
     _incremental(broker, NODE, _delete("message.max.bytes"))
     mmb = _describe(broker, ResourceType.BROKER, NODE)["message.max.bytes"]
-    assert (mmb.value, mmb.source) == ("600000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+    assert (mmb.value, _source(mmb)) == ("600000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG)
     # APPEND on a list key of the cluster default
     assert _wire_incremental(broker, "", [("log.cleanup.policy", APPEND, "delete")]) == (0, None)
     broker.restart()
@@ -207,8 +216,8 @@ def test_sources_synonyms_delete_and_restart(broker: BrokerProcess) -> None:
     assert node["message.max.bytes"].value == "600000"
     _incremental(broker, "", _delete("message.max.bytes"), _delete("log.cleanup.policy"))
     node = _describe(broker, ResourceType.BROKER, NODE)
-    assert (node["message.max.bytes"].value, node["message.max.bytes"].source) == (
-        "1048588", ConfigSource.DEFAULT_CONFIG.value,
+    assert (node["message.max.bytes"].value, _source(node["message.max.bytes"])) == (
+        "1048588", ConfigSource.DEFAULT_CONFIG,
     )  # fmt: skip
     assert _describe_default(broker) == {}
 
@@ -230,7 +239,7 @@ def test_errors_and_validate_only(broker: BrokerProcess) -> None:
     _incremental(broker, NODE, _set("message.max.bytes", "12345"), validate=True)
     assert _wire_incremental(broker, "", [("message.max.bytes", SET, "12345")], True) == (0, None)
     mmb = _describe(broker, ResourceType.BROKER, NODE)["message.max.bytes"]
-    assert (mmb.value, mmb.source) == ("1048588", ConfigSource.DEFAULT_CONFIG.value)
+    assert (mmb.value, _source(mmb)) == ("1048588", ConfigSource.DEFAULT_CONFIG)
     # kafka-python: legacy AlterConfigs (the whole set of the node's resource)
     admin = kafka.admin.KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     try:
@@ -242,7 +251,7 @@ def test_errors_and_validate_only(broker: BrokerProcess) -> None:
     finally:
         admin.close()
     entry = _describe(broker, ResourceType.BROKER, NODE)["log.retention.ms"]
-    assert (entry.value, entry.source) == ("5000", ConfigSource.DYNAMIC_BROKER_CONFIG.value)
+    assert (entry.value, _source(entry)) == ("5000", ConfigSource.DYNAMIC_BROKER_CONFIG)
 
 
 def test_lowered_message_max_bytes_refuses_larger_batches(broker: BrokerProcess) -> None:
@@ -252,7 +261,7 @@ def test_lowered_message_max_bytes_refuses_larger_batches(broker: BrokerProcess)
         {"bootstrap.servers": broker.bootstrap, "linger.ms": 0, "compression.type": "none",
          "message.max.bytes": 100_000, "retries": 0}
     )  # fmt: skip
-    errors: list[KafkaError] = []
+    errors: list[KafkaError | None] = []
     p.produce(topic, value=b"x" * 10_000, on_delivery=lambda e, _m: errors.append(e))
     assert p.flush(DEADLINE_S) == 0
     p.produce(topic, value=b"small", on_delivery=lambda e, _m: errors.append(e))

@@ -197,7 +197,9 @@ def confluent_worker(bootstrap: str, topic: str, group: str, shared: Shared, idx
                 continue
             last: dict[int, int] = {}
             for m in msgs:
-                last[m.partition()] = m.offset() + 1  # type: ignore[operator]
+                partition, offset = m.partition(), m.offset()
+                assert partition is not None and offset is not None, "a record has both"
+                last[partition] = offset + 1
             try:
                 tps = [TopicPartition(topic, p, o) for p, o in last.items()]
                 c.commit(offsets=tps, asynchronous=False)
@@ -396,7 +398,7 @@ def test_committed_offsets_survive_broker_sigkill(gbroker: BrokerProcess) -> Non
     first = consume_n(c, 250)
     assert len(first) == 250
     c.commit(asynchronous=False)
-    positions = {m.partition(): m.offset() + 1 for m in first}  # type: ignore[operator]
+    positions = {m.partition(): m.offset() + 1 for m in first}
     gbroker.kill()
     c.close()
     gbroker.start()
@@ -408,7 +410,7 @@ def test_committed_offsets_survive_broker_sigkill(gbroker: BrokerProcess) -> Non
     for p in range(PARTITIONS):
         offsets = [m.offset() for m in rest if m.partition() == p]
         if offsets:
-            assert min(offsets) == positions.get(p, 0)  # type: ignore[type-var]
+            assert min(offsets) == positions.get(p, 0)
     assert {m.value() for m in first}.isdisjoint({m.value() for m in rest})
 
 
@@ -421,7 +423,7 @@ def test_admin_groups_offsets_lag_and_delete(gbroker: BrokerProcess) -> None:
     c.subscribe(["lagging"])
     got = consume_n(c, 300)
     c.commit(asynchronous=False)
-    committed = {m.partition(): m.offset() + 1 for m in got}  # type: ignore[operator]
+    committed = {m.partition(): m.offset() + 1 for m in got}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     listed = admin.list_consumer_groups().result(timeout=10).valid
     assert "admins" in {g.group_id for g in listed}
@@ -569,7 +571,7 @@ def test_deleted_topic_loses_committed_offsets(gbroker: BrokerProcess) -> None:
     again.subscribe(["reborn"])
     fresh = consume_n(again, 6)
     again.close()
-    assert sorted(m.offset() for m in fresh) == [0] * 6  # type: ignore[type-var]
+    assert sorted(m.offset() for m in fresh) == [0] * 6
     # The removal is durable (nothing was committed since).
     gbroker.kill()
     gbroker.start()

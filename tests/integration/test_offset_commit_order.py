@@ -39,7 +39,9 @@ from kio.schema.offset_delete.v0.request import (
     OffsetDeleteRequestTopic,
 )
 from kio.schema.offset_fetch.v7.request import OffsetFetchRequest, OffsetFetchRequestTopic
+from kio.schema.types import GroupId, TopicName
 from kio.serial import entity_reader
+from kio.static.primitive import i32, i64
 
 from tests.integration.broker import BrokerProcess, start_broker
 from tests.integration.wire import request_frame
@@ -108,18 +110,18 @@ def _pipeline(bootstrap: str, requests: list[Any]) -> list[Any]:
 
 def _commit(group: str, offset: int) -> OffsetCommitRequest:
     return OffsetCommitRequest(
-        group_id=group,
-        generation_id_or_member_epoch=-1,
+        group_id=GroupId(group),
+        generation_id_or_member_epoch=i32(-1),
         member_id="",
         group_instance_id=None,
         topics=(
             OffsetCommitRequestTopic(
-                name=TOPIC,
+                name=TopicName(TOPIC),
                 partitions=(
                     OffsetCommitRequestPartition(
-                        partition_index=0,
-                        committed_offset=offset,
-                        committed_leader_epoch=-1,
+                        partition_index=i32(0),
+                        committed_offset=i64(offset),
+                        committed_leader_epoch=i32(-1),
                         committed_metadata="",
                     ),
                 ),
@@ -130,10 +132,11 @@ def _commit(group: str, offset: int) -> OffsetCommitRequest:
 
 def _delete(group: str) -> OffsetDeleteRequest:
     return OffsetDeleteRequest(
-        group_id=group,
+        group_id=GroupId(group),
         topics=(
             OffsetDeleteRequestTopic(
-                name=TOPIC, partitions=(OffsetDeleteRequestPartition(partition_index=0),)
+                name=TopicName(TOPIC),
+                partitions=(OffsetDeleteRequestPartition(partition_index=i32(0)),),
             ),
         ),
     )
@@ -141,8 +144,8 @@ def _delete(group: str) -> OffsetDeleteRequest:
 
 def _fetched(bootstrap: str, group: str) -> int:
     request = OffsetFetchRequest(
-        group_id=group,
-        topics=(OffsetFetchRequestTopic(name=TOPIC, partition_indexes=(0,)),),
+        group_id=GroupId(group),
+        topics=(OffsetFetchRequestTopic(name=TopicName(TOPIC), partition_indexes=(i32(0),)),),
         require_stable=False,
     )
     (answer,) = _pipeline(bootstrap, [request])

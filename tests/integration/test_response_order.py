@@ -19,6 +19,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.api_versions.v0.request import ApiVersionsRequest
 from kio.schema.fetch.v4.request import FetchPartition, FetchRequest, FetchTopic
+from kio.schema.types import BrokerId, TopicName
+from kio.static.primitive import i8, i32, i32Timedelta, i64
 
 from tests.integration.broker import BrokerProcess
 from tests.integration.wire import request_frame
@@ -52,17 +54,19 @@ def test_pipelined_answers_keep_their_order_through_a_full_socket(broker: Broker
     assert producer.flush(30) == 0
 
     fetch = FetchRequest(
-        replica_id=-1,
-        max_wait=datetime.timedelta(milliseconds=0),
-        min_bytes=1,
-        max_bytes=4 * VALUE_BYTES,
-        isolation_level=0,
+        replica_id=BrokerId(-1),
+        max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=0)),
+        min_bytes=i32(1),
+        max_bytes=i32(4 * VALUE_BYTES),
+        isolation_level=i8(0),
         topics=(
             FetchTopic(
-                topic="big",
+                topic=TopicName("big"),
                 partitions=(
                     FetchPartition(
-                        partition=0, fetch_offset=0, partition_max_bytes=2 * VALUE_BYTES
+                        partition=i32(0),
+                        fetch_offset=i64(0),
+                        partition_max_bytes=i32(2 * VALUE_BYTES),
                     ),
                 ),
             ),
@@ -73,7 +77,7 @@ def test_pipelined_answers_keep_their_order_through_a_full_socket(broker: Broker
         requests.append(frame(fetch, 2 * i))
         requests.append(frame(ApiVersionsRequest(), 2 * i + 1))
 
-    with socket.create_connection(broker.bootstrap.rsplit(":", 1), timeout=RECV_TIMEOUT_S) as s:
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=RECV_TIMEOUT_S) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
         s.sendall(b"".join(requests))
         # Let the broker fill both socket buffers (about 11 MB of answers are due).

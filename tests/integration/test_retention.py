@@ -230,7 +230,9 @@ def test_retention_bytes_keeps_what_kafka_keeps_with_large_batches(
         while len(got) < count - start and time.monotonic() < deadline + DEADLINE_S:
             msg = c.poll(0.5)
             if msg is not None and msg.error() is None:
-                got.append((msg.offset(), msg.value()))
+                offset, payload = msg.offset(), msg.value()
+                assert offset is not None and payload is not None, "every record has both"
+                got.append((offset, payload))
     finally:
         c.close()
     assert [o for o, _ in got] == list(range(start, count))

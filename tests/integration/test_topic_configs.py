@@ -85,6 +85,12 @@ def _describe(b: BrokerProcess, topic: str) -> dict[str, ConfigEntry]:
     return entries
 
 
+def _source(entry: ConfigEntry) -> ConfigSource:
+    """The entry's source as the enum: describe_configs hands back an int there, though
+    confluent-kafka annotates ConfigEntry.source as ConfigSource."""
+    return ConfigSource(entry.source)
+
+
 def _earliest(b: BrokerProcess, topic: str, partition: int = 0) -> int:
     tp = TopicPartition(topic, partition)
     admin = _admin(b)
@@ -102,7 +108,7 @@ def test_incremental_alter_configs_and_describe_source(broker: BrokerProcess) ->
     topic = _topic("iac")
     _create(broker, topic)
     before = _describe(broker, topic)
-    assert before["retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert _source(before["retention.ms"]) is ConfigSource.DEFAULT_CONFIG
     _incremental(
         broker,
         topic,
@@ -111,7 +117,7 @@ def test_incremental_alter_configs_and_describe_source(broker: BrokerProcess) ->
     )
     after = _describe(broker, topic)
     assert after["retention.ms"].value == "60000"
-    assert after["retention.ms"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert _source(after["retention.ms"]) is ConfigSource.DYNAMIC_TOPIC_CONFIG
     assert after["cleanup.policy"].value == "delete,compact"
     _incremental(
         broker,
@@ -122,7 +128,7 @@ def test_incremental_alter_configs_and_describe_source(broker: BrokerProcess) ->
     last = _describe(broker, topic)
     assert last["cleanup.policy"].value == "compact"
     assert last["retention.ms"].value == "604800000"
-    assert last["retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert _source(last["retention.ms"]) is ConfigSource.DEFAULT_CONFIG
 
     with pytest.raises(KafkaException) as info:
         _incremental(
@@ -150,7 +156,7 @@ def test_incremental_alter_configs_and_describe_source(broker: BrokerProcess) ->
 
 def test_legacy_alter_configs_replaces_overrides(broker: BrokerProcess) -> None:
     topic = _topic("ac")
-    _create(broker, topic, **{"retention.bytes": "12345"})
+    _create(broker, topic, partitions=1, **{"retention.bytes": "12345"})
     admin = kafka.admin.KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     try:
         res = kafka.admin.ConfigResource(
@@ -161,14 +167,14 @@ def test_legacy_alter_configs_replaces_overrides(broker: BrokerProcess) -> None:
         admin.close()
     after = _describe(broker, topic)
     assert after["max.message.bytes"].value == "2000"
-    assert after["max.message.bytes"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert _source(after["max.message.bytes"]) is ConfigSource.DYNAMIC_TOPIC_CONFIG
     # AlterConfigs replaces the whole override set; kafka-python knows and re-sends the other
     # dynamic keys it read through DescribeConfigs, so retention.bytes is still overridden.
     assert after["retention.bytes"].value == "12345"
-    assert after["retention.bytes"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert _source(after["retention.bytes"]) is ConfigSource.DYNAMIC_TOPIC_CONFIG
     # and it takes effect: a 3000-byte message is now too large for this topic
     p = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap})
-    errors: list[KafkaError] = []
+    errors: list[KafkaError | None] = []
     p.produce(topic, value=b"x" * 3000, on_delivery=lambda err, _m: errors.append(err))
     p.flush(DEADLINE_S)
     assert errors and errors[0] is not None
@@ -197,7 +203,9 @@ def test_create_partitions_grows_topic_and_producer_uses_new_ones(broker: Broker
 
     def report(err: KafkaError | None, msg: confluent_kafka.Message) -> None:
         assert err is None, err
-        delivered.add(msg.partition())
+        partition = msg.partition()
+        assert partition is not None, "a delivered record has a partition"
+        delivered.add(partition)
 
     producer.produce(topic, value=b"before", on_delivery=report)
     producer.flush(DEADLINE_S)
@@ -258,7 +266,9 @@ def test_delete_records_moves_log_start(broker: BrokerProcess) -> None:
         while len(got) < 13 and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None:
-                got.append(msg.offset())
+                offset = msg.offset()
+                assert offset is not None, "a record has an offset"
+                got.append(offset)
         assert got == list(range(7, 20))
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=DEADLINE_S)
         assert (low, high) == (7, 20)
@@ -376,14 +386,16 @@ def test_log_append_time_topic_gives_consumers_broker_timestamps(broker: BrokerP
     with timestamp type LOG_APPEND_TIME, not the producer's CreateTime; a CreateTime topic
     keeps the producer's timestamp."""
     stamped, kept = _topic("lat"), _topic("ct")
-    _create(broker, stamped, **{"message.timestamp.type": "LogAppendTime"})
+    _create(broker, stamped, partitions=1, **{"message.timestamp.type": "LogAppendTime"})
     _create(broker, kept)
     producer_ts = 1_500_000_000_000  # 2017: far from the broker's clock
     reports: dict[str, list[tuple[int, int]]] = {stamped: [], kept: []}
 
     def report(err: KafkaError | None, msg: confluent_kafka.Message) -> None:
         assert err is None, err
-        reports[msg.topic()].append(msg.timestamp())
+        name = msg.topic()
+        assert name is not None, "a delivered record names its topic"
+        reports[name].append(msg.timestamp())
 
     p = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
     before_ms = int(time.time() * 1000)
@@ -415,7 +427,9 @@ def test_log_append_time_topic_gives_consumers_broker_timestamps(broker: BrokerP
             if msg is None:
                 continue
             assert msg.error() is None, msg.error()
-            seen[msg.topic()].append(msg.timestamp())
+            name = msg.topic()
+            assert name is not None, "a record names its topic"
+            seen[name].append(msg.timestamp())
     finally:
         c.close()
     assert len(seen[stamped]) == 3
