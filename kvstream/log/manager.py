@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from kvstream.cleaner.passes import CleanSlice
 from kvstream.log import keys
+from kvstream.log.batch_changes import BatchChanges, stage_batch_changes
 from kvstream.log.metadata import (
     MetadataImage,
     TopicImage,
@@ -408,7 +408,7 @@ class LogManager:
     def compaction_slice_op(
         self,
         log: PartitionLog,
-        slice_: CleanSlice,
+        slice_: BatchChanges,
         checkpoint: tuple[int, int | None] | None = None,
     ) -> Operation[None]:
         """Stage the batch rewrites/removals of one slice of a cleaner pass.
@@ -423,7 +423,9 @@ class LogManager:
 
         def stage(staged: StagedWrites) -> None:
             self._check_live(log)
-            slice_.stage(staged, log_start_offset=log.next_log_start)
+            stage_batch_changes(
+                staged, log.topic_id, log.partition, slice_.changes, log.next_log_start
+            )
             if checkpoint is not None:
                 log.stage_cleaner_checkpoint(checkpoint[0], checkpoint[1], staged)
 
