@@ -47,7 +47,7 @@ A pass runs in bounded slices (``max_bytes`` of input each) so the event loop an
 stay responsive::
 
     cp = begin_pass(store, topic_id, p, log_start_offset=..., log_end_offset=..., now_ms=...,
-                    config=CompactionConfig.from_configs(topic_configs), first_dirty_offset=...)
+                    config=CompactionConfig.of(topic_config), first_dirty_offset=...)
     if cp is not None:
         while not cp.map_complete:
             map_slice(store, cp, max_bytes)          # read only (worker thread)

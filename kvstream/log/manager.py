@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from kvstream.log import keys
@@ -37,6 +36,7 @@ from kvstream.log.staging import StagedWrites
 from kvstream.log.writer import Operation
 from kvstream.protocol.records import BatchHeader
 from kvstream.storage.base import EngineMismatchError, KVStore
+from kvstream.topic_config import TopicConfig
 
 
 class StoreFormatError(Exception):
@@ -55,8 +55,8 @@ class Refused(Refusal):
         self.code = code
 
 
-# (topic, config name) -> effective value (the override, else the broker's default)
-ConfigLookup = Callable[[TopicImage, str], str | None]
+# topic -> its effective configs, typed (the broker's cached `topic_configs`)
+TopicConfigs = Callable[[TopicImage], TopicConfig]
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +354,7 @@ class LogManager:
         return Operation(stage, publish, log.abort_staged)
 
     def retention_op(
-        self, config: ConfigLookup, now_ms: int | None = None
+        self, configs: TopicConfigs, now_ms: int | None = None
     ) -> Operation[dict[tuple[str, int], int]]:
         """Apply every topic's delete policy (retention.ms, retention.bytes) in one commit.
 
@@ -368,7 +368,7 @@ class LogManager:
             for topic in list(self.image.topics.values()):
                 if topic.topic_id in self._deleting:
                     continue
-                policy = policy_of(partial(config, topic))
+                policy = policy_of(configs(topic))
                 if policy is None or policy.unlimited:
                     continue
                 for p in range(topic.partitions):

@@ -1,17 +1,25 @@
-"""Typed topic configs (kvstream.topic_config).
+"""Typed topic configs (kvstream.topic_config) and the broker's cache of them.
 
 The parse: every catalogue entry is a typed field, Kafka's defaults come from the catalogue,
 a topic override beats the broker's default, broker synonyms (log.retention.hours) arrive
-resolved, and a value that is not valid falls through to the next layer and is reported.
+resolved, and a value that is not valid falls through to the next layer and is reported. The
+cache (Broker.topic_configs, an in-process broker on the memory engine): one object per topic
+until its overrides change (AlterConfigs' metadata record) or the dynamic broker defaults do.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from pathlib import Path
 
 import pytest
 
+from kvstream.broker import Broker
+from kvstream.cleaner.policy import CompactionConfig
 from kvstream.config import LONG_MAX, TOPIC_CONFIGS, load_config, topic_config_defaults
+from kvstream.log.metadata import TopicImage
+from kvstream.log.retention import RetentionPolicy, policy_of
 from kvstream.topic_config import (
     KAFKA_DEFAULTS,
     IgnoredValue,
@@ -19,6 +27,7 @@ from kvstream.topic_config import (
     field_name,
     parse_topic_config,
 )
+from tests.unit.inproc import serving
 
 _PY_TYPES = {
     "INT": int,
@@ -173,3 +182,93 @@ def test_frozen_and_derived_flags_follow_replace() -> None:
         KAFKA_DEFAULTS.retention_ms = 1  # type: ignore[misc]
     compacted = dataclasses.replace(KAFKA_DEFAULTS, cleanup_policy=frozenset({"compact"}))
     assert (compacted.compacts, compacted.deletes) == (True, False)
+
+
+def test_retention_and_the_cleaner_read_the_typed_config() -> None:
+    c = parse_topic_config({}, {"retention.ms": "10", "retention.bytes": "20"})
+    assert policy_of(c) == RetentionPolicy(10, 20)
+    assert policy_of(parse_topic_config({}, {"cleanup.policy": "compact"})) is None
+    cc = parse_topic_config(
+        {},
+        {
+            "min.cleanable.dirty.ratio": "0.1",
+            "min.compaction.lag.ms": "2",
+            "max.compaction.lag.ms": "3",
+            "delete.retention.ms": "4",
+        },
+    )
+    assert CompactionConfig.of(cc) == CompactionConfig(0.1, 2, 3, 4)
+    assert CompactionConfig() == CompactionConfig.of(KAFKA_DEFAULTS)  # one source of defaults
+
+
+# -- the broker's cache ---------------------------------------------------------------------------
+
+
+async def _created(broker: Broker, name: str, **configs: str) -> TopicImage:
+    return await broker.create_topic(name, 1, dict(configs))
+
+
+async def _alter(broker: Broker, topic: TopicImage, configs: dict[str, str]) -> None:
+    await broker.writer.submit(broker.logs.alter_topic_configs_op(topic, configs)).wait()
+
+
+async def test_one_object_per_topic_until_its_configs_change(tmp_path: Path) -> None:
+    async with serving(tmp_path) as broker:
+        topic = await _created(broker, "t", **{"max.message.bytes": "5000"})
+        other = await _created(broker, "u")
+        first = broker.topic_configs(topic)
+        assert first.max_message_bytes == 5000
+        assert broker.topic_configs(topic) is first  # cached: no parse per lookup
+        assert broker.topic_configs(other).max_message_bytes == 1_048_588
+        await _alter(broker, topic, {"max.message.bytes": "2000"})
+        second = broker.topic_configs(topic)
+        assert second.max_message_bytes == 2000
+        assert broker.topic_configs(topic) is second
+        await _alter(broker, topic, {})  # the override removed: the broker default again
+        assert broker.topic_configs(topic).max_message_bytes == 1_048_588
+        # a deleted and recreated topic (a new id) starts from its own configs
+        await broker.writer.submit(broker.logs.delete_topic_op(topic)).wait()
+        again = await _created(broker, "t", **{"cleanup.policy": "compact"})
+        assert broker.topic_configs(again).compacts
+
+
+async def test_a_dynamic_default_change_rebuilds_every_topic(tmp_path: Path) -> None:
+    async with serving(tmp_path) as broker:
+        plain = await _created(broker, "plain")
+        kept = await _created(broker, "kept", **{"retention.ms": "-1"})
+        assert broker.topic_configs(plain).retention_ms == 604_800_000
+        assert broker.topic_configs(kept).retention_ms == -1
+        await broker.alter_broker_configs("", {"log.retention.ms": "1000"})
+        assert broker.topic_configs(plain).retention_ms == 1000
+        assert broker.topic_configs(kept).retention_ms == -1  # its override wins
+        await broker.alter_broker_configs("1", {"log.retention.hours": "2"})
+        assert broker.topic_configs(plain).retention_ms == 1000  # .ms beats .hours
+        await broker.alter_broker_configs("", {})
+        assert broker.topic_configs(plain).retention_ms == 7_200_000
+        await broker.alter_broker_configs("1", {})
+        assert broker.topic_configs(plain).retention_ms == 604_800_000
+
+
+async def test_a_bad_stored_override_is_logged_once_and_not_applied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(tmp_path) as broker:
+        topic = await _created(broker, "t")
+        # the handlers refuse this value; only another build's stored data can hold one
+        await _alter(broker, topic, {"max.message.bytes": "lots"})
+        with caplog.at_level(logging.WARNING, logger="kvstream.broker"):
+            assert broker.topic_configs(topic).max_message_bytes == 1_048_588
+            assert broker.topic_configs(topic).max_message_bytes == 1_048_588
+        assert [r.getMessage() for r in caplog.records] == [
+            "topic t: config max.message.bytes=lots (topic override): Not a number of type "
+            "INT, not applied; in force: 1048588"
+        ]
+
+
+async def test_deleted_topics_leave_the_cache(tmp_path: Path) -> None:
+    async with serving(tmp_path) as broker:
+        for i in range(60):
+            topic = await _created(broker, f"t{i}")
+            broker.topic_configs(topic)
+            await broker.writer.submit(broker.logs.delete_topic_op(topic)).wait()
+        assert len(broker._topic_configs) <= 16
