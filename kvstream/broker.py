@@ -7,10 +7,11 @@ the store, release the lock), the start-up and shutdown log lines, the broker's 
 Fetch and groups), and the one place a config value is resolved: `effective_config` layers the
 dynamic broker configs (KIP-226, stored by the log manager) over the static `config` (topic
 override > dynamic per-broker > dynamic cluster default > server.properties > default), and
-`topic_config` answers every topic lookup (Produce, retention, the cleaner) from it. It is
-what handlers and the server are given, through the protocols they declare
-(`handlers.services.Services`, `server.services.ServerServices`; mypy checks that it provides
-both, `_declared_seams`): neither layer imports this module.
+`topic_configs` gives each topic's configs parsed once into a typed `TopicConfig` (Produce,
+retention, the cleaner, DeleteRecords), cached per topic until its overrides or the dynamic
+broker defaults change. It is what handlers and the server are given, through the protocols
+they declare (`handlers.services.Services`, `server.services.ServerServices`; mypy checks that
+it provides both, `_declared_seams`): neither layer imports this module.
 MUST NOT KNOW: how any single API is encoded (handlers), storage key layout (log).
 """
 
@@ -22,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import uuid
 from pathlib import Path
 
 import trio
@@ -44,6 +46,7 @@ from kvstream.storage.base import KVStore
 from kvstream.storage.lock import DataDirLock, lock_data_dir
 from kvstream.storage.open import check_engine, open_store
 from kvstream.timers.service import Timers
+from kvstream.topic_config import TopicConfig, field_name, parse_topic_config
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +76,15 @@ class Broker:
         self.advertised: Listener = config.advertised_listeners[0]
         self.effective_config = config
         self.topic_defaults: dict[str, str] = {}
+        # topic id -> (the overrides it was parsed from, its TopicConfig): see topic_configs
+        self._topic_configs: dict[uuid.UUID, tuple[dict[str, str], TopicConfig]] = {}
         self._resolve_dynamic_configs()
         # The cleaner parses in its own process, off the GIL: on LMDB that process opens the
         # environment read-only; on LevelDB and memory it reads through this one (remote_read).
         self.cleaner = LogCleaner(
             self.logs,
             self.writer,
-            lambda topic: {**self.topic_defaults, **topic.configs},
+            self.topic_configs,
             worker_path=config.log_dir if store.engine == "lmdb" else None,
         )
         self.groups = GroupCoordinator.open(
@@ -143,6 +148,37 @@ class Broker:
             return topic.configs[name]
         return self.topic_defaults.get(name)
 
+    def topic_configs(self, topic: TopicImage) -> TopicConfig:
+        """The topic's configs, typed: parsed at the first lookup after its overrides or the
+        broker defaults changed, else the cached object (Produce asks per partition).
+
+        The metadata image replaces a topic's ``configs`` dict on every change (a new topic, a
+        ``topic_configs`` record of AlterConfigs or IncrementalAlterConfigs, at replay too)
+        and never changes one in place, so the dict a cached object was parsed from is still
+        the topic's exactly when nothing changed. `_resolve_dynamic_configs` drops the cache."""
+        try:
+            overrides, parsed = self._topic_configs[topic.topic_id]
+        except KeyError:
+            pass
+        else:
+            if overrides is topic.configs:
+                return parsed
+        return self._parse_topic_configs(topic)
+
+    def _parse_topic_configs(self, topic: TopicImage) -> TopicConfig:
+        parsed = parse_topic_config(self.topic_defaults, topic.configs)
+        for ignored in parsed.ignored:  # logged once per change, not per lookup
+            in_force = getattr(parsed, field_name(ignored.name), None)
+            also = "" if in_force is None else f"; in force: {in_force!r}"
+            log.warning("topic %s: config %s, not applied%s", topic.name, ignored, also)
+        cache = self._topic_configs
+        live = self.logs.image.by_id
+        if len(cache) >= 2 * len(live) + 16:  # forget deleted topics, now and then
+            for topic_id in [t for t in cache if t not in live]:
+                del cache[topic_id]
+        cache[topic.topic_id] = (topic.configs, parsed)
+        return parsed
+
     # -- dynamic broker configs (KIP-226) ------------------------------------------------------
 
     def dynamic_broker_configs(self, resource: str) -> dict[str, str]:
@@ -172,13 +208,14 @@ class Broker:
             log.error("dynamic broker configs ignored: %s", exc)
             self.effective_config = self.config
         self.topic_defaults = topic_config_defaults(self.effective_config)
+        self._topic_configs = {}  # every topic's TopicConfig is parsed again, from these
 
     # -- retention (cleanup.policy=delete) ----------------------------------------------------
 
     async def run_retention(self, now_ms: int | None = None) -> dict[tuple[str, int], int]:
         """Apply retention.ms / retention.bytes to every topic now, as one group-commit
         operation; returns the new log start offset of each partition that moved."""
-        return await self.writer.submit(self.logs.retention_op(self.topic_config, now_ms)).wait()
+        return await self.writer.submit(self.logs.retention_op(self.topic_configs, now_ms)).wait()
 
     async def _retention_loop(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

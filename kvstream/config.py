@@ -51,6 +51,7 @@ __all__ = [
     "parse_properties",
     "topic_config_defaults",
     "topic_config_synonyms",
+    "topic_config_value",
     "validate_dynamic_broker_configs",
     "validate_topic_config",
 ]
@@ -1460,6 +1461,16 @@ def validate_topic_config(name: str, value: str | None) -> None:
         raise ConfigError(
             name, f"Invalid value {_show(definition.type, value)} for configuration {name}: {exc}"
         ) from None
+
+
+def topic_config_value(name: str, value: str) -> str:
+    """A valid value of topic config ``name`` as Kafka's ConfigDef prints it once parsed
+    (``" 5"`` -> ``"5"``, ``"compact, delete"`` -> ``"compact,delete"``); ValueError with
+    the reason when it is not valid, KeyError for an unknown name. The typed
+    :class:`kvstream.topic_config.TopicConfig` is built from these."""
+    definition = TOPIC_CONFIGS[name]
+    definition.validate(value)
+    return _normalize(definition.type, value)
 
 
 # --------------------------------------------------------------------------------------------

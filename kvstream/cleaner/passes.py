@@ -47,7 +47,7 @@ A pass runs in bounded slices (``max_bytes`` of input each) so the event loop an
 stay responsive::
 
     cp = begin_pass(store, topic_id, p, log_start_offset=..., log_end_offset=..., now_ms=...,
-                    config=CompactionConfig.from_configs(topic_configs), first_dirty_offset=...)
+                    config=CompactionConfig.of(topic_config), first_dirty_offset=...)
     if cp is not None:
         while not cp.map_complete:
             map_slice(store, cp, max_bytes)          # read only (worker thread)
@@ -72,6 +72,7 @@ from typing import Final
 
 from kvstream.cleaner.policy import CompactionConfig, DirtyStats, assess, should_clean
 from kvstream.log import keys
+from kvstream.log.batch_changes import BatchChange, stage_batch_changes
 from kvstream.log.partition import IndexEntry, iter_index
 from kvstream.log.staging import StagedWrites
 from kvstream.protocol import records
@@ -87,7 +88,6 @@ from kvstream.storage.base import KVStore
 __all__ = [
     "DEFAULT_MAX_MAP_ENTRIES",
     "DEFAULT_MAX_UNCOMPRESSED",
-    "BatchChange",
     "CleanSlice",
     "CleanerPass",
     "PassResult",
@@ -261,19 +261,10 @@ def map_slice(store: KVStore, cp: CleanerPass, max_bytes: int) -> bool:
     return cp.map_complete
 
 
-@dataclass(frozen=True, slots=True)
-class BatchChange:
-    """One batch of a slice: replaced by ``batch`` (with ``index``), or removed (both None)."""
-
-    base_offset: int
-    last_offset: int
-    batch: bytes | None
-    index: IndexEntry | None
-
-
 @dataclass(slots=True)
 class CleanSlice:
-    """The outcome of one bounded slice of a pass (nothing is written yet)."""
+    """The outcome of one bounded slice of a pass (nothing is written yet). The log manager
+    stages its ``changes`` (it is a kvstream.log.batch_changes.BatchChanges)."""
 
     topic_id: uuid.UUID
     partition: int
@@ -292,22 +283,11 @@ class CleanSlice:
 
         Batches entirely below ``log_start_offset`` (the log start as staged at that moment:
         retention or DeleteRecords may have removed them since the slice was read) are skipped,
-        so a slice never brings removed batches back.
+        so a slice never brings removed batches back (kvstream.log.batch_changes).
         """
-        applied: list[BatchChange] = []
-        for ch in self.changes:
-            if log_start_offset is not None and ch.last_offset < log_start_offset:
-                continue
-            bkey = keys.batch_key(self.topic_id, self.partition, ch.base_offset)
-            ikey = keys.index_key(self.topic_id, self.partition, ch.base_offset)
-            if ch.batch is None or ch.index is None:
-                staged.delete(bkey)
-                staged.delete(ikey)
-            else:
-                staged.put(bkey, ch.batch)
-                staged.put(ikey, ch.index.encode())
-            applied.append(ch)
-        return applied
+        return stage_batch_changes(
+            staged, self.topic_id, self.partition, self.changes, log_start_offset
+        )
 
     @property
     def writes(self) -> StagedWrites:

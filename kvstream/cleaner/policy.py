@@ -1,9 +1,10 @@
 """The log cleaner's decisions (cleanup.policy=compact): whether a partition is cleaned, and where.
 
-OWNS: which topics are compacted (:func:`is_compacted`), the topic configs that drive the
-cleaner with Kafka's defaults (:class:`CompactionConfig`), the dirty measure of a partition from
-its batch index entries (:func:`assess`, :class:`DirtyStats`) and Kafka's choice to clean it
-(:func:`should_clean`). Pure functions of their inputs (time is an argument).
+OWNS: the topic configs that drive the cleaner (:class:`CompactionConfig`, the cleaner's share
+of a topic's typed kvstream.topic_config.TopicConfig, whose ``compacts`` flag says whether the
+topic is cleaned at all), the dirty measure of a partition from its batch index entries
+(:func:`assess`, :class:`DirtyStats`) and Kafka's choice to clean it (:func:`should_clean`).
+Pure functions of their inputs (time is an argument).
 MUST NOT KNOW: trio, the store and its transactions, record bytes, the pass that cleans
 (kvstream/cleaner/passes.py), retention (cleanup.policy=delete is kvstream/log/retention.py's).
 
@@ -24,61 +25,41 @@ Kafka semantics, batch granularity instead of segments (kvstream has no segment 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
+from kvstream.config import LONG_MAX
 from kvstream.log.partition import IndexEntry
+from kvstream.topic_config import KAFKA_DEFAULTS, TopicConfig
 
 __all__ = [
-    "CLEANUP_POLICY",
-    "DELETE_RETENTION_MS",
     "LONG_MAX",
-    "MAX_COMPACTION_LAG_MS",
-    "MIN_CLEANABLE_DIRTY_RATIO",
-    "MIN_COMPACTION_LAG_MS",
     "CompactionConfig",
     "DirtyStats",
     "assess",
-    "is_compacted",
     "should_clean",
 ]
-
-CLEANUP_POLICY: Final = "cleanup.policy"
-MIN_CLEANABLE_DIRTY_RATIO: Final = "min.cleanable.dirty.ratio"
-MIN_COMPACTION_LAG_MS: Final = "min.compaction.lag.ms"
-MAX_COMPACTION_LAG_MS: Final = "max.compaction.lag.ms"
-DELETE_RETENTION_MS: Final = "delete.retention.ms"
-
-LONG_MAX: Final = 2**63 - 1
-
-
-def is_compacted(cleanup_policy: str) -> bool:
-    """True for ``compact`` and ``compact,delete`` (either order, spaces allowed)."""
-    return "compact" in {part.strip() for part in cleanup_policy.split(",")}
 
 
 @dataclass(frozen=True, slots=True)
 class CompactionConfig:
-    """The topic configs that drive the cleaner, with Kafka's defaults."""
+    """The topic configs that drive the cleaner (plain numbers: the worker process gets them
+    as a tuple). Built from a topic's TopicConfig (:meth:`of`); the defaults are Kafka's, from
+    the config catalogue."""
 
-    min_cleanable_dirty_ratio: float = 0.5
-    min_compaction_lag_ms: int = 0
-    max_compaction_lag_ms: int = LONG_MAX
-    delete_retention_ms: int = 86_400_000
+    min_cleanable_dirty_ratio: float = KAFKA_DEFAULTS.min_cleanable_dirty_ratio
+    min_compaction_lag_ms: int = KAFKA_DEFAULTS.min_compaction_lag_ms
+    max_compaction_lag_ms: int = KAFKA_DEFAULTS.max_compaction_lag_ms
+    delete_retention_ms: int = KAFKA_DEFAULTS.delete_retention_ms
 
     @classmethod
-    def from_configs(cls, configs: Mapping[str, str]) -> CompactionConfig:
-        """From topic configs (Kafka names; already validated by the config layer). Missing
-        keys take Kafka's defaults; broker-level defaults should be merged in by the caller."""
-        d = cls()
+    def of(cls, config: TopicConfig) -> CompactionConfig:
+        """The cleaner's share of a topic's effective configs."""
         return cls(
-            min_cleanable_dirty_ratio=float(
-                configs.get(MIN_CLEANABLE_DIRTY_RATIO, d.min_cleanable_dirty_ratio)
-            ),
-            min_compaction_lag_ms=int(configs.get(MIN_COMPACTION_LAG_MS, d.min_compaction_lag_ms)),
-            max_compaction_lag_ms=int(configs.get(MAX_COMPACTION_LAG_MS, d.max_compaction_lag_ms)),
-            delete_retention_ms=int(configs.get(DELETE_RETENTION_MS, d.delete_retention_ms)),
+            min_cleanable_dirty_ratio=config.min_cleanable_dirty_ratio,
+            min_compaction_lag_ms=config.min_compaction_lag_ms,
+            max_compaction_lag_ms=config.max_compaction_lag_ms,
+            delete_retention_ms=config.delete_retention_ms,
         )
 
 

@@ -62,7 +62,7 @@ import marshal
 import os
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -70,7 +70,7 @@ from typing import Any
 import trio
 
 from kvstream.cleaner.passes import PassResult, begin_pass, clean_slice, map_slice
-from kvstream.cleaner.policy import CLEANUP_POLICY, CompactionConfig, is_compacted
+from kvstream.cleaner.policy import CompactionConfig
 from kvstream.cleaner.remote_read import ReadServer, RemoteReadError, is_read_request
 from kvstream.cleaner.worker import (
     MAX_WORKER_FRAME,
@@ -83,6 +83,7 @@ from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import PartitionLog
 from kvstream.log.writer import GroupCommitWriter
 from kvstream.storage.base import KVStore
+from kvstream.topic_config import TopicConfig
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,8 @@ a saturated machine far longer). Past it the pass is abandoned and its snapshots
 MAX_MESSAGES_PER_CALL = 1 << 20
 """Bound on the remote-read messages of one request (a 1 MiB slice needs a handful)."""
 
-# topic -> its effective configs (broker defaults overlaid with the topic's overrides)
-TopicConfigs = Callable[[TopicImage], Mapping[str, str]]
+# topic -> its effective configs, typed (the broker's cached `topic_configs`)
+TopicConfigs = Callable[[TopicImage], TopicConfig]
 
 
 class LogCleaner:
@@ -136,9 +137,9 @@ class LogCleaner:
         ):
             for topic in list(self.logs.image.topics.values()):
                 configs = self.configs(topic)
-                if not is_compacted(configs.get(CLEANUP_POLICY, "")):
+                if not configs.compacts:
                     continue
-                config = CompactionConfig.from_configs(configs)
+                config = CompactionConfig.of(configs)
                 for p in range(topic.partitions):
                     plog = self.logs.partitions.get((topic.topic_id, p))
                     if plog is None:

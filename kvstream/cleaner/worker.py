@@ -28,13 +28,13 @@ from collections.abc import Sequence
 from typing import IO, Any, Final
 
 from kvstream.cleaner.passes import (
-    BatchChange,
     CleanerPass,
     CleanSlice,
     clean_slice,
     map_slice,
 )
 from kvstream.cleaner.policy import CompactionConfig, DirtyStats
+from kvstream.log.batch_changes import BatchChange
 from kvstream.log.partition import IndexEntry
 from kvstream.storage.base import KVStore
 

@@ -20,7 +20,6 @@ from kio.schema.errors import ErrorCode
 from kvstream.handlers._common import NO_THROTTLE
 from kvstream.handlers.registry import RequestContext, handles
 from kvstream.log.manager import Refused
-from kvstream.log.retention import deletes
 from kvstream.log.writer import Operation
 
 
@@ -38,7 +37,7 @@ async def delete_records(ctx: RequestContext, req: Any) -> Any:
             plog = logs.partition(topic, index) if topic is not None else None
             if topic is None or plog is None:
                 parts.append((index, ErrorCode.unknown_topic_or_partition, -1, None))
-            elif not deletes(broker.topic_config(topic, "cleanup.policy")):
+            elif not broker.topic_configs(topic).deletes:
                 parts.append((index, ErrorCode.policy_violation, -1, None))
             else:
                 submitted = broker.writer.submit(logs.delete_records_op(plog, int(p.offset)))

@@ -22,7 +22,6 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kvstream.cleaner.policy import is_compacted
 from kvstream.completion import Completion
 from kvstream.handlers._common import error_for
 from kvstream.handlers.registry import Ready, RequestContext, handles
@@ -128,17 +127,18 @@ def produce(ctx: RequestContext, req: Any) -> Ready:
                     (name, index, None, ErrorCode.unknown_topic_or_partition, None, None)
                 )
                 continue
-            max_bytes = int(broker.topic_config(topic, "max.message.bytes") or 1048588)
+            config = broker.topic_configs(topic)
             try:
-                batches, headers = _check(pdata.records, max_bytes)
-                if is_compacted(broker.topic_config(topic, "cleanup.policy") or ""):
+                batches, headers = _check(pdata.records, config.max_message_bytes)
+                if config.compacts:
                     _check_keys(batches, name, index)
             except (records.InvalidRecordBatch, _TooLarge, _TxnState, _NoKey) as exc:
                 results.append((name, index, None, _code(exc), str(exc), None))
                 continue
-            append_time = broker.topic_config(topic, "message.timestamp.type") == "LogAppendTime"
             op = broker.writer.submit(
-                logs.append_op(plog, batches, log_append_time=append_time, headers=headers)
+                logs.append_op(
+                    plog, batches, log_append_time=config.log_append_time, headers=headers
+                )
             )
             results.append((name, index, op, ErrorCode.none, None, plog))
     return _respond(acks, results)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from kvstream.log.metadata import TopicImage
     from kvstream.log.writer import GroupCommitWriter
     from kvstream.timers.service import Timers
+    from kvstream.topic_config import TopicConfig
 
 
 class Services(Protocol):
@@ -60,8 +61,16 @@ class Services(Protocol):
         broker configuration."""
 
     def topic_config(self, topic: TopicImage, name: str) -> str | None:
-        """Topic config ``name`` of ``topic``: its override, else the broker's default (None for
-        a name with neither)."""
+        """Topic config ``name`` of ``topic`` as a string: its override, else the broker's
+        default (None for a name with neither). For handlers that work on the strings
+        (IncrementalAlterConfigs' APPEND and SUBTRACT); everything that acts on a config reads
+        `topic_configs`."""
+
+    def topic_configs(self, topic: TopicImage) -> TopicConfig:
+        """Every config of ``topic``, typed and validated (its overrides over the effective
+        broker defaults over Kafka's): the same object until the topic's overrides or the
+        dynamic broker defaults change, so a lookup per partition per request costs a dict
+        access, not a parse."""
 
     def dynamic_broker_configs(self, resource: str) -> dict[str, str]:
         """A copy of the stored dynamic configs of BROKER resource ``resource`` ("" for the

@@ -28,6 +28,9 @@ a running LMDB broker is held back from reusing pages for one partition's scan a
   or below the log start (no records missing after it); the last batch ends at log end - 1 (no
   batch at or beyond the log end); a partition without batches has log start = log end;
 - producer state values decode;
+- every topic config override the metadata holds is a known name with a valid value (the
+  broker applies the next layer's value instead of one that is not: a bad stored value would
+  silently not be in force);
 - no data key (0x02..0x06, 0x08) belongs to a topic id the metadata does not know, or to a
   partition beyond its topic's count (topic deletion removes them in the same commit);
 - every dynamic broker config key (0x09) names "" or a node id and its value is a JSON object
@@ -48,7 +51,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from kvstream.cleaner.policy import is_compacted
 from kvstream.inspect.read import (
     MAX_UNCOMPRESSED,
     InspectError,
@@ -61,6 +63,7 @@ from kvstream.log.partition import IndexEntry
 from kvstream.log.producer_state import ProducerEntry
 from kvstream.protocol import records
 from kvstream.storage.base import ReadTxn
+from kvstream.topic_config import parse_topic_config
 
 Progress = Callable[[int, int], None]
 """Called with (bytes checked, bytes to check) as the check goes."""
@@ -252,9 +255,14 @@ class _Checker:
                             self.total += keys.INDEX_VALUE.unpack(value)[2]
             self.progress(0, self.total)
         for topic in topics:
+            # The topic's overrides over Kafka's defaults: the broker's defaults are in its
+            # server.properties, which the store does not hold.
+            config = parse_topic_config({}, topic.configs)
+            for ignored in config.ignored:
+                self.problems.append(Problem(f"config {ignored}", topic.name))
             for p in range(topic.partitions):
                 with self.ins.store.read() as txn:
-                    self._partition(txn, topic, p)
+                    self._partition(txn, topic, p, config.compacts)
         with self.ins.store.read() as txn:
             self._orphans(txn)
             self._global(txn)
@@ -264,7 +272,7 @@ class _Checker:
         """True when the metadata log grew since the image was read (a live broker)."""
         return txn.get(keys.metadata_key(self.ins.image.next_offset)) is not None
 
-    def _partition(self, txn: ReadTxn, topic: TopicImage, p: int) -> None:
+    def _partition(self, txn: ReadTxn, topic: TopicImage, p: int, compacts: bool) -> None:
         def problem(message: str, offset: int | None = None) -> None:
             self.problems.append(Problem(message, topic.name, p, offset))
 
@@ -282,9 +290,7 @@ class _Checker:
             if not 0 <= start <= hw <= end:
                 problem(f"log start {start} <= high watermark {hw} <= log end {end} does not hold")
         self.partitions += 1
-        compacted = is_compacted(topic.configs.get("cleanup.policy", "delete")) or (
-            txn.get(keys.cleaner_checkpoint_key(tid, p)) is not None
-        )
+        compacted = compacts or (txn.get(keys.cleaner_checkpoint_key(tid, p)) is not None)
         prev_last: int | None = None
         first: tuple[int, int] | None = None  # (base, last) of the first batch
         for offset, batch, index in _merged(txn, tid, p):

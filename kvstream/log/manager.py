@@ -15,11 +15,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
-from kvstream.cleaner.passes import CleanSlice
 from kvstream.log import keys
+from kvstream.log.batch_changes import BatchChanges, stage_batch_changes
 from kvstream.log.metadata import (
     MetadataImage,
     TopicImage,
@@ -37,6 +36,7 @@ from kvstream.log.staging import StagedWrites
 from kvstream.log.writer import Operation
 from kvstream.protocol.records import BatchHeader
 from kvstream.storage.base import EngineMismatchError, KVStore
+from kvstream.topic_config import TopicConfig
 
 
 class StoreFormatError(Exception):
@@ -55,8 +55,8 @@ class Refused(Refusal):
         self.code = code
 
 
-# (topic, config name) -> effective value (the override, else the broker's default)
-ConfigLookup = Callable[[TopicImage, str], str | None]
+# topic -> its effective configs, typed (the broker's cached `topic_configs`)
+TopicConfigs = Callable[[TopicImage], TopicConfig]
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +354,7 @@ class LogManager:
         return Operation(stage, publish, log.abort_staged)
 
     def retention_op(
-        self, config: ConfigLookup, now_ms: int | None = None
+        self, configs: TopicConfigs, now_ms: int | None = None
     ) -> Operation[dict[tuple[str, int], int]]:
         """Apply every topic's delete policy (retention.ms, retention.bytes) in one commit.
 
@@ -368,7 +368,7 @@ class LogManager:
             for topic in list(self.image.topics.values()):
                 if topic.topic_id in self._deleting:
                     continue
-                policy = policy_of(partial(config, topic))
+                policy = policy_of(configs(topic))
                 if policy is None or policy.unlimited:
                     continue
                 for p in range(topic.partitions):
@@ -408,7 +408,7 @@ class LogManager:
     def compaction_slice_op(
         self,
         log: PartitionLog,
-        slice_: CleanSlice,
+        slice_: BatchChanges,
         checkpoint: tuple[int, int | None] | None = None,
     ) -> Operation[None]:
         """Stage the batch rewrites/removals of one slice of a cleaner pass.
@@ -423,7 +423,9 @@ class LogManager:
 
         def stage(staged: StagedWrites) -> None:
             self._check_live(log)
-            slice_.stage(staged, log_start_offset=log.next_log_start)
+            stage_batch_changes(
+                staged, log.topic_id, log.partition, slice_.changes, log.next_log_start
+            )
             if checkpoint is not None:
                 log.stage_cleaner_checkpoint(checkpoint[0], checkpoint[1], staged)
 

@@ -1,7 +1,8 @@
 """Retention: which prefix of a partition's log the delete policy removes (a pure decision).
 
 OWNS: the time (retention.ms) and size (retention.bytes) rules over a partition's batch index
-entries, and reading the topic configs that drive them.
+entries, and which fields of a topic's typed config (kvstream.topic_config.TopicConfig) drive
+them.
 MUST NOT KNOW: storage keys, trio, sockets. The removal itself is `PartitionLog.
 stage_truncate_front`, staged by `LogManager.retention_op` in the group-commit writer, so
 retention never races an append; DeleteRecords stages the same truncation.
@@ -35,10 +36,11 @@ removing an oldest prefix and stopping at the first unit it keeps:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from kvstream.log.partition import IndexEntry
+from kvstream.topic_config import TopicConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +53,12 @@ class RetentionPolicy:
         return self.retention_ms < 0 and self.retention_bytes < 0
 
 
-def deletes(cleanup_policy: str | None) -> bool:
-    """Whether a cleanup.policy value includes "delete" (e.g. "delete", "compact,delete")."""
-    return "delete" in {p.strip() for p in (cleanup_policy or "").split(",")}
-
-
-def policy_of(config: Callable[[str], str | None]) -> RetentionPolicy | None:
-    """The retention policy from a topic's effective configs; None when it does not delete."""
-    if not deletes(config("cleanup.policy")):
+def policy_of(config: TopicConfig) -> RetentionPolicy | None:
+    """The retention policy of a topic's effective configs; None when its cleanup.policy does
+    not include "delete"."""
+    if not config.deletes:
         return None
-    return RetentionPolicy(
-        retention_ms=int(config("retention.ms") or -1),
-        retention_bytes=int(config("retention.bytes") or -1),
-    )
+    return RetentionPolicy(config.retention_ms, config.retention_bytes)
 
 
 def retention_cut(

@@ -294,3 +294,77 @@ def test_create_topics_reports_dynamic_sources(broker: BrokerProcess) -> None:
         "compact", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value,
     )  # fmt: skip
     assert configs["segment.bytes"] == ("1073741824", ConfigSource.DEFAULT_CONFIG.value)
+
+
+# -- each change reaches the typed topic config the broker caches (Broker.topic_configs) ------
+
+
+def _alter_topic(b: BrokerProcess, topic: str, *entries: ConfigEntry) -> None:
+    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=list(entries))
+    admin = _admin(b)
+    admin.incremental_alter_configs([res])[res].result(timeout=DEADLINE_S)
+
+
+def test_every_max_message_bytes_change_applies_to_the_next_produce(
+    broker: BrokerProcess,
+) -> None:
+    """Produce reads the topic's cached typed config: a topic override set, removed, a dynamic
+    cluster default set under it and over it each take effect on the next request."""
+    topic = _topic(broker, "mmb-follow")
+    p = confluent_kafka.Producer(
+        {"bootstrap.servers": broker.bootstrap, "linger.ms": 0, "compression.type": "none",
+         "message.max.bytes": 100_000, "retries": 0}
+    )  # fmt: skip
+
+    def sent(value: bytes) -> int | None:
+        errors: list[KafkaError | None] = []
+        p.produce(topic, value=value, on_delivery=lambda e, _m: errors.append(e))
+        assert p.flush(DEADLINE_S) == 0
+        (error,) = errors
+        return None if error is None else int(error.code())
+
+    big, too_large = b"x" * 10_000, KafkaError.MSG_SIZE_TOO_LARGE
+    assert sent(big) is None  # Kafka's default; the topic's config is parsed and cached now
+    _alter_topic(broker, topic, _set("max.message.bytes", "2000"))
+    assert sent(big) == too_large
+    assert sent(b"small") is None
+    _alter_topic(broker, topic, _delete("max.message.bytes"))
+    assert sent(big) is None
+    _incremental(broker, "", _set("message.max.bytes", "2000"))  # the cluster default
+    assert sent(big) == too_large
+    _alter_topic(broker, topic, _set("max.message.bytes", "20000"))  # the override wins
+    assert sent(big) is None
+    _alter_topic(broker, topic, _delete("max.message.bytes"))
+    assert sent(big) == too_large
+    _incremental(broker, "", _delete("message.max.bytes"))
+    assert sent(big) is None
+
+
+def test_retention_follows_each_dynamic_default_log_retention_ms(
+    fast_broker: BrokerProcess,
+) -> None:
+    """Records stamped 3 h and 30 min ago (CreateTime), then now: a dynamic cluster default of
+    2 h removes the oldest, a later one of 10 min the next ones, though Produce and retention
+    have read (and cached) the topic's configs before each change."""
+    topic = _topic(fast_broker, "dyn-follow")
+    now = int(time.time() * 1000)
+    hour, minute = 3_600_000, 60_000
+    p = confluent_kafka.Producer({"bootstrap.servers": fast_broker.bootstrap, "linger.ms": 0})
+    for ts in [now - 3 * hour] * 3 + [now - 30 * minute] * 3 + [now]:
+        p.produce(topic, value=b"v", timestamp=ts)
+        p.flush(DEADLINE_S)  # one batch per record
+    assert p.flush(DEADLINE_S) == 0
+    assert _earliest(fast_broker, topic) == 0  # the default: a week
+
+    def earliest_becomes(offset: int) -> int:
+        deadline = time.monotonic() + DEADLINE_S
+        while (earliest := _earliest(fast_broker, topic)) != offset:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        return earliest
+
+    _incremental(fast_broker, "", _set("log.retention.ms", str(2 * hour)))
+    assert earliest_becomes(3) == 3
+    _incremental(fast_broker, "", _set("log.retention.ms", str(10 * minute)))
+    assert earliest_becomes(6) == 6

@@ -9,7 +9,7 @@ import contextlib
 import io
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -36,6 +36,7 @@ from kvstream.log.partition import PartitionLog
 from kvstream.log.writer import GroupCommitWriter
 from kvstream.protocol import records
 from kvstream.storage.base import KVStore, ReadTxn, WriteTxn
+from kvstream.topic_config import TopicConfig, parse_topic_config
 from tests.unit.test_log import Stores, in_one_group, read_records, running, stored_batches
 
 T = TypeVar("T")
@@ -55,8 +56,8 @@ def store(stores: Stores) -> Iterator[KVStore]:
     s.close()
 
 
-def _configs(topic: TopicImage) -> Mapping[str, str]:
-    return topic.configs
+def _configs(topic: TopicImage) -> TopicConfig:
+    return parse_topic_config({}, topic.configs)
 
 
 def _batch(pairs: list[tuple[bytes, bytes | None]], ts: int = 1_000) -> bytearray:
@@ -159,7 +160,7 @@ def _one_slice(logs: LogManager, log: PartitionLog) -> CleanSlice:
         log_start_offset=log.log_start_offset,
         log_end_offset=log.end_offset,
         now_ms=NOW,
-        config=CompactionConfig.from_configs(COMPACT),
+        config=CompactionConfig.of(parse_topic_config({}, COMPACT)),
     )
     assert cp is not None
     while not map_slice(logs.store, cp, 1 << 20):
@@ -314,7 +315,7 @@ def test_serve_worker_answers_like_the_engine(tmp_path: Path) -> None:
             log_start_offset=0,
             log_end_offset=log.end_offset,
             now_ms=NOW,
-            config=CompactionConfig.from_configs(COMPACT),
+            config=CompactionConfig.of(parse_topic_config({}, COMPACT)),
         )
         assert cp is not None
         requests = io.BytesIO()

@@ -311,6 +311,15 @@ def test_check_healthy_store(tmp_path: Path) -> None:
     ]
 
 
+def test_check_reports_a_stored_topic_config_that_is_not_valid(tmp_path: Path) -> None:
+    """A value the broker would not apply (another build's data): named, with the reason."""
+    _write_store(tmp_path, [_batch(3, base=0)], configs={"max.message.bytes": "lots", "x.y": "1"})
+    assert check_store(tmp_path) == [
+        "topic t: config x.y=1 (topic override): unknown topic config",
+        "topic t: config max.message.bytes=lots (topic override): Not a number of type INT",
+    ]
+
+
 def test_check_reports_a_gap_unless_the_topic_is_compacted(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     _write_store(plain, _gapped(2, 6, 2))

@@ -17,9 +17,10 @@ from kvstream.log import keys
 from kvstream.log.manager import LogManager, Refused
 from kvstream.log.metadata import TopicImage
 from kvstream.log.partition import IndexEntry, PartitionLog
-from kvstream.log.retention import RetentionPolicy, deletes, retention_cut
+from kvstream.log.retention import RetentionPolicy, retention_cut
 from kvstream.log.writer import Operation
 from kvstream.storage.base import KVStore
+from kvstream.topic_config import TopicConfig, parse_topic_config
 from tests.unit.test_log import (
     Stores,
     append,
@@ -47,10 +48,11 @@ def store(stores: Stores) -> Iterator[KVStore]:
 
 
 def _config(overrides: dict[str, str]) -> Any:
+    """Broker defaults (no retention, then ``overrides``) under each topic's own configs."""
     defaults = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
-    def lookup(topic: TopicImage, name: str) -> str | None:
-        return topic.configs.get(name, overrides.get(name, defaults.get(name)))
+    def lookup(topic: TopicImage) -> TopicConfig:
+        return parse_topic_config({**defaults, **overrides}, topic.configs)
 
     return lookup
 
@@ -60,15 +62,6 @@ def _entry(base: int, last: int, ts: int, size: int = 100) -> IndexEntry:
 
 
 # -- the pure decision ---------------------------------------------------------------------
-
-
-def test_deletes_reads_cleanup_policy_lists() -> None:
-    assert deletes("delete")
-    assert deletes("compact,delete")
-    assert deletes("compact, delete")
-    assert not deletes("compact")
-    assert not deletes("")
-    assert not deletes(None)
 
 
 def _cut(
