@@ -9,8 +9,9 @@ tree of the release your confluent-kafka wraps, or close to it, configured and c
 usual way, with the test programs of its ``tests/`` directory compiled too, so that
 ``tests/test-runner`` exists and the shared libraries it links against sit in ``src/`` and
 ``src-cpp/`` next to it. The C compiler and the libraries librdkafka's configure asks for
-are all it needs; Java, Kafka's scripts, SSL certificates and a SASL setup are not needed by the
-default selection.
+are all it needs; with RapidJSON's headers installed before configuring, the statistics tests
+(0053, 0110) run too, else they skip themselves. Java, Kafka's scripts, SSL certificates and a
+SASL setup are not needed by the default selection.
 
 Then, from the kvstream checkout, with its virtual environment::
 
@@ -35,7 +36,10 @@ broker, is not marked manual or known-issue, runs in the default scenario and ap
 Kafka version, minus :data:`LEFT_OUT` (tests that need Kafka's Java tools, SSL or SASL, several
 brokers, or features kvstream does not have yet; each with its reason). ``--tests`` picks test
 numbers or names instead (left-out tests included when named). ``--list`` prints the selection
-and what was left out, and runs nothing.
+and what was left out, and runs nothing. ``--subtests`` narrows a run to the sub-tests whose
+name contains a string (to see past a test's first failure); ``--keep`` keeps the broker's data
+and log and each run's output in the temporary directory, named in the summary. The runner
+writes a statistics file per test into its directory; the script removes those of its run.
 
 OWNS: the selection, the broker process of a run, the suite's environment, and reading the
 runner's output. MUST NOT KNOW: how librdkafka is built, or anything of kvstream beyond its
