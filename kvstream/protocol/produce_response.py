@@ -5,12 +5,13 @@ the error code, base offset, log append time, log start offset, record errors an
 message, then the throttle time; compact encodings and tagged-field sections from version 9)
 and the answer objects the produce handler fills in.
 
+MUST NOT KNOW: sockets, storage, how offsets were assigned, or any other API. The codec writes
+the response header and calls :meth:`ProduceAnswer.write_body` (an ``OwnResponse``).
+
 Record errors (KIP-467, versions 8+) name the records of a refused batch that failed
 validation, by their index in the batch, each with its own message; the client fails those
 records with the partition's error code and the rest of the batch with a generic "another
 record was invalid" outcome. Versions below 8 carry only the error code.
-MUST NOT KNOW: sockets, storage, how offsets were assigned, or any other API. The codec writes
-the response header and calls :meth:`ProduceAnswer.write_body` (an ``OwnResponse``).
 
 Why not kio: a produce response is small, but building kio's validated dataclasses and walking
 their schema cost the event loop about 0.1-0.2 ms per request on a 2-core VM, as much as
