@@ -4,7 +4,6 @@ OWNS: the ProduceResponse body layout (Kafka's ProduceResponse.json: per topic a
 the error code, base offset, log append time, log start offset, record errors and error
 message, then the throttle time; compact encodings and tagged-field sections from version 9)
 and the answer objects the produce handler fills in.
-
 MUST NOT KNOW: sockets, storage, how offsets were assigned, or any other API. The codec writes
 the response header and calls :meth:`ProduceAnswer.write_body` (an ``OwnResponse``).
 
