@@ -2,9 +2,10 @@
 
 Behaviour: whole batches from the one containing fetch_offset (the client skips records before
 its offset), up to partition_max_bytes per partition and max_bytes per response, always at least
-one batch per response when data exists (KIP-74). Long poll: when fewer than min_bytes are ready
-the request waits on per-partition wake-ups until max_wait_ms, never by sleeping, and without a
-task of its own (`_LongPoll`). Both isolation levels read up to the high watermark: with no
+one batch per response when data exists (KIP-74: only the first partition with data may exceed
+the limits, by its first batch). Long poll: when fewer than min_bytes are ready the request
+waits on per-partition wake-ups until max_wait_ms, never by sleeping, and without a task of its
+own (`_LongPoll`). Both isolation levels read up to the high watermark: with no
 transactions the last stable offset equals it (librdkafka consumers default to read_committed
 and rely on a correct LSO). Topic ids from v13.
 Offsets outside [log start, log end] get OFFSET_OUT_OF_RANGE.
@@ -97,7 +98,9 @@ def _read(wanted: list[_Wanted], max_bytes: int) -> tuple[list[list[bytes]], int
         if budget <= 0 and total > 0:
             out.append([])
             continue
-        batches = plog.read(w.offset, max(budget, 1))
+        # KIP-74, as Kafka's ReplicaManager.readFromLocalLog: once a partition returned data,
+        # the next ones get only whole batches that fit in what is left
+        batches = plog.read(w.offset, max(budget, 1), min_one=total == 0)
         total += sum(len(b) for b in batches)
         out.append(batches)
     return out, total, errors

@@ -8,7 +8,11 @@ gets its original offset). Every failure maps to a specific Kafka error code, ne
 UNKNOWN_SERVER_ERROR. message.timestamp.type=LogAppendTime stamps the batch (CRC recomputed).
 On a topic whose cleanup.policy includes compact, a record with a null key gets INVALID_RECORD
 (87) for its partition, as Kafka does (the cleaner would drop it); only those topics pay for
-reading the records.
+reading the records. The refusal names the culprits (KIP-467, Produce v8+): a record error per
+keyless record (its index in the batch and Kafka's LogValidator message) and the partition's
+error message that sums them up, so a client fails those records with INVALID_RECORD and the
+rest of the batch with its "another record in the batch was invalid" outcome; nothing of the
+batch is stored. The per-record detail is computed only once a batch is refused.
 Version notes: v0-2 are advertised because librdkafka before 2.11.1 stops compressing unless
 Produce v2 is listed; a request in them closes the connection (kio cannot decode them).
 Not implemented: transactional batches (INVALID_TXN_STATE until transactions exist), v13
@@ -28,15 +32,17 @@ from kvstream.handlers.registry import Ready, RequestContext, handles
 from kvstream.log.partition import PartitionLog, StagedAppend
 from kvstream.log.writer import Operation
 from kvstream.protocol import records
-from kvstream.protocol.produce_response import PartitionAnswer, ProduceAnswer
+from kvstream.protocol.produce_response import PartitionAnswer, ProduceAnswer, RecordError
 
 MAX_UNCOMPRESSED = 64 * 1024 * 1024
 
-# One partition of a request: topic name, index, its append (None when refused before the
-# writer), error code, error message, and its log (None when refused before the writer).
-_Result = tuple[
-    str, int, Operation[StagedAppend] | None, ErrorCode, str | None, PartitionLog | None
-]
+# One partition of a request: topic name, its answer (filled in by the append's callback), and
+# its append and log (both None when refused before the writer).
+_Result = tuple[str, PartitionAnswer, Operation[StagedAppend] | None, PartitionLog | None]
+
+
+def _refused(name: str, index: int, code: ErrorCode, message: str | None = None) -> _Result:
+    return (name, PartitionAnswer(index, code.value, error_message=message), None, None)
 
 
 def _check(
@@ -71,14 +77,37 @@ def _check_keys(batches: list[bytearray], topic: str, partition: int) -> None:
     for batch in batches:
         for rec in records.iter_records(batch, MAX_UNCOMPRESSED):
             if rec.key is None:
-                raise _NoKey(
-                    f"Compacted topic cannot accept message without key in topic partition "
-                    f"{topic}-{partition}."
-                )
+                raise _InvalidRecords(_key_errors(batch, topic, partition))
 
 
-class _NoKey(Exception):
-    pass
+def _key_errors(batch: bytearray, topic: str, partition: int) -> tuple[RecordError, ...]:
+    """Every keyless record of a refused ``batch``, by its index in the batch (KIP-467)."""
+    message = (
+        f"Compacted topic cannot accept message without key in topic partition {topic}-{partition}"
+    )
+    return tuple(
+        (index, message)
+        for index, rec in enumerate(records.iter_records(batch, MAX_UNCOMPRESSED))
+        if rec.key is None
+    )
+
+
+class _InvalidRecords(Exception):
+    """A batch refused for some of its records (Kafka's RecordValidationException): the
+    message is the one Kafka's LogValidator.processRecordErrors builds from them."""
+
+    def __init__(self, errors: tuple[RecordError, ...]) -> None:
+        shown = ", ".join(
+            f"RecordError(batchIndex={index}, message="
+            + ("null" if message is None else f"'{message}'")
+            + ")"
+            for index, message in errors[:3]
+        )
+        super().__init__(
+            f"One or more records have been rejected due to {len(errors)} record errors in "
+            f"total, and only showing the first three errors at most: [{shown}]"
+        )
+        self.errors = errors
 
 
 class _TooLarge(Exception):
@@ -94,7 +123,7 @@ def _code(exc: BaseException) -> ErrorCode:
         return ErrorCode.message_too_large
     if isinstance(exc, _TxnState):
         return ErrorCode.invalid_txn_state
-    if isinstance(exc, _NoKey):
+    if isinstance(exc, _InvalidRecords):
         return ErrorCode.invalid_record
     return error_for(exc)
 
@@ -119,28 +148,38 @@ def produce(ctx: RequestContext, req: Any) -> Ready:
         for pdata in topic_data.partition_data:
             index = int(pdata.index)
             if acks not in (-1, 0, 1):
-                results.append((name, index, None, ErrorCode.invalid_required_acks, None, None))
+                results.append(_refused(name, index, ErrorCode.invalid_required_acks))
                 continue
             plog = logs.partition(topic, index) if topic is not None else None
             if topic is None or plog is None:
-                results.append(
-                    (name, index, None, ErrorCode.unknown_topic_or_partition, None, None)
-                )
+                results.append(_refused(name, index, ErrorCode.unknown_topic_or_partition))
                 continue
             config = broker.topic_configs(topic)
             try:
                 batches, headers = _check(pdata.records, config.max_message_bytes)
                 if config.compacts:
                     _check_keys(batches, name, index)
-            except (records.InvalidRecordBatch, _TooLarge, _TxnState, _NoKey) as exc:
-                results.append((name, index, None, _code(exc), str(exc), None))
+            except (records.InvalidRecordBatch, _TooLarge, _TxnState) as exc:
+                results.append(_refused(name, index, _code(exc), str(exc)))
+                continue
+            except _InvalidRecords as exc:
+                # as Kafka's ReplicaManager answers a RecordValidationException: the record
+                # errors, their summary as the message, and the partition's log start offset
+                part = PartitionAnswer(
+                    index,
+                    ErrorCode.invalid_record.value,
+                    log_start_offset=plog.log_start_offset,
+                    error_message=str(exc),
+                    record_errors=exc.errors,
+                )
+                results.append((name, part, None, None))
                 continue
             op = broker.writer.submit(
                 logs.append_op(
                     plog, batches, log_append_time=config.log_append_time, headers=headers
                 )
             )
-            results.append((name, index, op, ErrorCode.none, None, plog))
+            results.append((name, PartitionAnswer(index), op, plog))
     return _respond(acks, results)
 
 
@@ -151,8 +190,7 @@ def _respond(acks: int, results: list[_Result]) -> Ready:
         return ready
     answer = ProduceAnswer()  # throttle_time_ms 0: kvstream has no quotas
     pending: list[tuple[PartitionAnswer, PartitionLog, Operation[StagedAppend]]] = []
-    for name, index, op, code, message, plog in results:
-        part = PartitionAnswer(index, code.value, error_message=message)
+    for name, part, op, plog in results:
         answer.add(name, part)
         if op is not None and plog is not None:
             pending.append((part, plog, op))

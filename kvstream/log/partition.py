@@ -161,11 +161,14 @@ class PartitionLog:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def read(self, offset: int, max_bytes: int, upper: int | None = None) -> list[bytes]:
+    def read(
+        self, offset: int, max_bytes: int, upper: int | None = None, min_one: bool = True
+    ) -> list[bytes]:
         """Whole batches from the one containing `offset`, up to `upper` (default: HW).
 
-        Returns at least one batch when any exists at or after `offset` (KIP-74: a batch bigger
-        than max_bytes still goes out first, so the consumer can make progress).
+        With `min_one`, returns at least one batch when any exists at or after `offset` (KIP-74:
+        a batch bigger than max_bytes still goes out first, so the consumer can make progress);
+        without it, only batches that fit in max_bytes (nothing if the first one does not).
         """
         limit = self.end_offset if upper is None else upper
         if offset >= limit:
@@ -180,12 +183,14 @@ class PartitionLog:
                 fk, fv = floor
                 header = records.parse_header(fv)
                 if header.last_offset >= offset:
+                    if not min_one and len(fv) > max_bytes:
+                        return out
                     out.append(fv)
                     total += len(fv)
                 start_key = fk + b"\x00"  # strictly after the floor batch
             if total < max_bytes:
                 for _key, value in txn.scan(start_key, end_key):
-                    if out and total + len(value) > max_bytes:
+                    if (out or not min_one) and total + len(value) > max_bytes:
                         break
                     out.append(value)
                     total += len(value)

@@ -386,6 +386,13 @@ async def test_read_returns_whole_batches_within_max_bytes(store: KVStore) -> No
         assert log.read(0, 1) == [b0]
         assert log.read(6, 1) == [b4]
         assert log.read(3, 1) == [b3]
+        # Without min_one (a later partition of a Fetch), only batches that fit.
+        assert log.read(0, s0 - 1, min_one=False) == []
+        assert log.read(1, s0 - 1, min_one=False) == []
+        assert log.read(3, s3 - 1, min_one=False) == []
+        assert log.read(0, s0, min_one=False) == [b0]
+        assert log.read(0, s0 + s3 - 1, min_one=False) == [b0]
+        assert log.read(3, s3 + s4, min_one=False) == [b3, b4]
         # Otherwise max_bytes is respected, in whole batches.
         assert log.read(0, s0) == [b0]
         assert log.read(0, s0 + s3 - 1) == [b0]

@@ -15,7 +15,7 @@ from kio.schema.errors import ErrorCode
 from kvstream.handlers.produce import _respond, _Result
 from kvstream.log.partition import PartitionLog, StagedAppend
 from kvstream.log.writer import Operation, WriteFailed
-from kvstream.protocol.produce_response import ProduceAnswer
+from kvstream.protocol.produce_response import PartitionAnswer, ProduceAnswer
 from kvstream.storage.open import open_store
 
 
@@ -32,10 +32,10 @@ def _log(log_start_offset: int) -> PartitionLog:
 def test_the_answer_waits_for_every_partition_and_carries_each_outcome() -> None:
     ok, failed, empty = _op(), _op(), _op()
     results: list[_Result] = [
-        ("t", 0, ok, ErrorCode.none, None, _log(3)),
-        ("t", 1, failed, ErrorCode.none, None, _log(3)),
-        ("u", 0, empty, ErrorCode.none, None, _log(0)),
-        ("u", 1, None, ErrorCode.unknown_topic_or_partition, None, None),
+        ("t", PartitionAnswer(0), ok, _log(3)),
+        ("t", PartitionAnswer(1), failed, _log(3)),
+        ("u", PartitionAnswer(0), empty, _log(0)),
+        ("u", PartitionAnswer(1, ErrorCode.unknown_topic_or_partition.value), None, None),
     ]
     ready = _respond(-1, results)
     got: list[Any] = []
@@ -56,7 +56,7 @@ def test_the_answer_waits_for_every_partition_and_carries_each_outcome() -> None
 
 
 def test_acks_zero_answers_nothing_at_once() -> None:
-    ready = _respond(0, [("t", 0, _op(), ErrorCode.none, None, _log(0))])
+    ready = _respond(0, [("t", PartitionAnswer(0), _op(), _log(0))])
     got: list[Any] = []
     ready.on_ready(got.append)
     assert got == [None]
