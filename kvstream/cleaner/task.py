@@ -18,8 +18,8 @@ Where the read phases run. ``begin_pass`` (index entries only) runs in a worker 
 heavy phases, ``map_slice`` and ``clean_slice`` (CRC checks, decompression, walking every
 record, the key -> offset map, rebuilding batches), are pure Python: in a thread of the broker
 they hold the GIL, and the event loop thread then waits for it at every I/O boundary (up to
-``sys.getswitchinterval()``, 5 ms, each time), which took the produce p99 from 3.5 to 26.5 ms
-while a pass ran (docs/performance.md). So they run in a :class:`CleanerWorker`: a child
+``sys.getswitchinterval()`` each time), so produce latency suffered while a pass ran
+(docs/design.md, "The cleaner's worker process"). So they run in a :class:`CleanerWorker`: a child
 process started for a round that has a pass to run and closed with the round, which keeps the
 pass's offset map. Per slice the event loop sends one small request over the child's stdin and
 reads the slice's changes back from its stdout (``marshal`` frames of plain tuples, see
@@ -34,25 +34,16 @@ here, in the writer. Where the child gets the batches from:
   per ``with store.read()`` block of the child, entered and exited on the event loop thread (a
   writer thread never holds one) and always closed before ``call`` returns (answer, error,
   deadline, cancellation); scans go back in 256 KiB chunks of raw keys and values, each computed
-  in a worker thread (inline on the event loop measured no better). The parent's share is the
+  in a worker thread. The parent's share is the
   plyvel/memory scan and a memcpy per chunk; the parsing is the child's.
 
 The child runs at nice 19 (``worker_nice``, the lowest priority), so the kernel hands the CPU
 to a broker or client thread as soon as one wakes and the pass uses spare CPU only; a machine
-with no spare CPU at all cleans slowly (the role of the I/O throttle of Kafka's cleaner).
-Measured on 2 shared cores (docs/performance.md), LMDB: produce p99 over the window 1.1-2.3 x
-idle (13 of 15 runs <= 2) instead of 5.4-18 x, 1.6-2.8 x during the pass itself; nice 0 and 10,
-SCHED_IDLE and a 25-50 % CPU cap (sleeping between slices) were not better, the cap worse.
-LevelDB (tools/bench_cleaner.py --mb 384 --keys 10000 --engine leveldb, 4 runs each, 2 cores
-also used by other work): p99 during the pass 4.8-15.3 x idle (18-38 ms) with threads, 1.0-2.2
-x (5.9-9.3 ms) with remote reads answered in a thread, 1.2-2.9 x (5.7-13.6 ms) answered inline;
-the pass takes 5-9 s instead of 2.5-3.7 s (it uses spare CPU only). Those idle windows still
-overlapped LevelDB's background compaction of the fill; after it settled (``--settle 30``) the
-p99 during the pass was 2.9-3.5 x idle (5.1-7.5 ms against 1.8-2.2 ms). Every wait on the child has
-a deadline (``WORKER_CALL_TIMEOUT_S`` per request) and every loop a bound. A child that fails
-(cannot open the store, dies, sends garbage, misses the deadline) abandons that pass like any
-other error, and the next ``get`` starts a new one; when it cannot even be started (or with
-``worker_process=False``) the phases run in worker threads as before.
+with no spare CPU at all cleans slowly (the role of the I/O throttle of Kafka's cleaner). Every
+wait on the child has a deadline (``WORKER_CALL_TIMEOUT_S`` per request) and every loop a
+bound. A child that fails (cannot open the store, dies, sends garbage, misses the deadline)
+abandons that pass like any other error, and the next ``get`` starts a new one; when it cannot
+even be started (or with ``worker_process=False``) the phases run in worker threads as before.
 """
 
 from __future__ import annotations

@@ -72,22 +72,17 @@ MAX_GROUP_BYTES = 16 * 1024 * 1024
 """Default of storage.group.commit.max.bytes: a group closes once its operations carry this many
 bytes (the one that crosses the bound included).
 
-Without a bound a group took everything that arrived during the previous commit (50-80 MB in
-the produce benchmark), so acknowledgements came in large late waves and the broker held whole
-groups in memory (LevelDB copies a group's values twice more on the way in). Measured with
-250,000 x 1 KiB from confluent-kafka (docs/performance.md, "Group commit size"): LMDB 180-239
-MB/s and VmHWM 263-273 MB unbounded, 238-267 MB/s and 187-216 MB at 16 MiB; LevelDB 127-194
-MB/s and 479-551 MB unbounded, 241-247 MB/s and 326-352 MB at 16 MiB. Bounds from 2 to 32 MiB
-gave the same throughput."""
+Without a bound a group took everything that arrived during the previous commit, acknowledged it
+in one late wave and held it in memory whole (docs/design.md, "Group commit size bound")."""
 
 
 class CommitThread:
     """One long-lived thread that runs the writer's storage transactions, one at a time.
 
     ``trio.to_thread.run_sync`` pays per call for a thread-cache handoff, a capacity limiter, a
-    cancel scope, a context copy and renaming the worker thread twice (ctypes calls); on the
-    2-core VM of docs/performance.md that cost the event loop about 0.1-0.2 ms per commit, and
-    a producer that does not linger gets one commit per record. Here a call is a queue put in
+    cancel scope, a context copy and renaming the worker thread twice (ctypes calls), and a
+    producer that does not linger gets one commit per record (docs/design.md, "The commit
+    thread"). Here a call is a queue put in
     the loop, and the outcome comes back as one ``run_sync_soon`` callback: no task waits for
     it (a task resumed by it would cost the loop one more scheduling step per commit).
     """

@@ -13,9 +13,9 @@ records with the partition's error code and the rest of the batch with a generic
 record was invalid" outcome. Versions below 8 carry only the error code.
 
 Why not kio: a produce response is small, but building kio's validated dataclasses and walking
-their schema cost the event loop about 0.1-0.2 ms per request on a 2-core VM, as much as
-reading and checking a 200 KB request (docs/performance.md, "Per-request cost"). A producer
-with ``linger.ms=0`` sends one request per record, so this is paid per record.
+their schema cost the event loop as much as reading and checking a large request (docs/design.md,
+"Produce and Fetch codecs by hand"). A producer with ``linger.ms=0`` sends one request per
+record, so this is paid per record.
 
 Versions 10-12 define tagged fields (CurrentLeader per partition, NodeEndpoints at the top)
 that Kafka writes only for NOT_LEADER_OR_FOLLOWER answers; a single broker never sends that

@@ -163,7 +163,7 @@ class BatchHeader(NamedTuple):
 
     A named tuple rather than a frozen dataclass: it is built for every produced batch two or
     three times, and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field)
-    cost about 4 us of the 5 us a parse took."""
+    was most of a parse's cost."""
 
     base_offset: int
     batch_length: int
@@ -886,7 +886,8 @@ except ImportError:  # pragma: no cover - depends on the build
 
 
 def _walk(d: bytes | memoryview, p: int, end: int, count: int, max_delta: int) -> None:
-    """:func:`_walk_records`, through the C walker when it is built (about 50x faster)."""
+    """:func:`_walk_records`, through the C walker when it is built (docs/design.md, "The C
+    record walk")."""
     if _native_walk is None:
         _walk_records(bytes(d), p, end, count, max_delta)
         return
